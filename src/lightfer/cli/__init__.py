@@ -15,8 +15,6 @@ VERBS: tuple[str, ...] = (
     "predict",
     "classify",
     "benchmark",
-    "models_cmd",
-    "export",
     "fetch",
 )
 
