@@ -1,0 +1,133 @@
+"""ExpressionClassifier: aligned face crops in, class probabilities out (PyTorch or ONNX Runtime).
+
+Preprocessing (size, channels, mean/std) is read from the model's ``pretrained_cfg``; the ONNX
+file is exported once per model and weights into the cache and checked against PyTorch.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from lightfer.models import PretrainedCfg, create_model, preprocess_crops
+
+log = logging.getLogger(__name__)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, C)`` logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _state_hash(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+class ExpressionClassifier:
+    """Wraps a registered expression model: ``clf.predict(crops) -> (N, C)`` probabilities.
+
+    Args:
+        model: registered name (pretrained weights are loaded) or an ``nn.Module`` carrying ``pretrained_cfg``.
+        backend: ``"onnx"`` (ONNX Runtime, CPU) or ``"torch"``.
+        device: torch device for the torch backend.
+        threads: ONNX Runtime intra-op threads (None = its default).
+        batch_size: crops per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module = "fer_mini_xception",
+        *,
+        backend: str = "onnx",
+        device: str = "cpu",
+        threads: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        if backend not in ("onnx", "torch"):
+            raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
+        if isinstance(model, str):
+            model = create_model(model, pretrained=True)
+        if not hasattr(model, "pretrained_cfg"):
+            raise ValueError("the model needs a pretrained_cfg (create it with lightfer.models.create_model)")
+        self.model = model.eval()
+        self.cfg: PretrainedCfg = model.pretrained_cfg
+        self.name: str = getattr(model, "model_name", type(model).__name__)
+        self.backend = backend
+        self.device = device
+        self.batch_size = batch_size
+        if backend == "onnx":
+            from lightfer.export.onnx import ort_session
+
+            self._sess = ort_session(self.ensure_onnx(), threads=threads)
+            self._input = self._sess.get_inputs()[0].name
+        else:
+            self.model.to(device)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, in output order."""
+        return self.cfg.classes
+
+    def onnx_path(self) -> Path:
+        """Cache path of this model's ONNX export (keyed by name and weights)."""
+        from lightfer.assets import cache_dir
+
+        return cache_dir() / "onnx" / f"{self.name}_{_state_hash(self.model)}.onnx"
+
+    def ensure_onnx(self) -> Path:
+        """Export to ONNX once (dynamic batch) and verify parity with PyTorch; returns the path."""
+        path = self.onnx_path()
+        if path.exists():
+            return path
+        from lightfer.export.onnx import check_onnx_parity, export_onnx
+
+        s = self.cfg.input_size
+        example = torch.randn(2, self.cfg.in_chans, s, s, generator=torch.Generator().manual_seed(0))
+        export_onnx(self.model.cpu(), path, example)
+        try:
+            check_onnx_parity(self.model, path, example)
+        except AssertionError:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def prepare(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 crops of any sizes ``[(h, w, 3)]`` -> model input ``(N, C, S, S)`` float32."""
+        s = self.cfg.input_size
+        fixed = []
+        for c in crops:
+            if c.shape[:2] != (s, s):
+                interp = cv2.INTER_AREA if min(c.shape[:2]) > s else cv2.INTER_LINEAR
+                c = cv2.resize(c, (s, s), interpolation=interp)
+            fixed.append(c)
+        return preprocess_crops(np.stack(fixed), self.cfg)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Model input ``(N, C, S, S)`` float32 -> logits ``(N, classes)``."""
+        outs = []
+        for i in range(0, len(x), self.batch_size):
+            chunk = np.ascontiguousarray(x[i : i + self.batch_size])
+            if self.backend == "onnx":
+                outs.append(self._sess.run(None, {self._input: chunk})[0])
+            else:
+                with torch.inference_mode():
+                    outs.append(self.model(torch.from_numpy(chunk).to(self.device)).float().cpu().numpy())
+        return np.concatenate(outs, axis=0) if outs else np.zeros((0, len(self.classes)), np.float32)
+
+    def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """RGB uint8 face crops -> probabilities ``(N, classes)`` (rows sum to 1)."""
+        if len(crops) == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return softmax(self.logits(self.prepare(crops))).astype(np.float32)
