@@ -116,6 +116,8 @@ def create_model(
         num_classes / classes: override the label set (pretrained weights then can't be loaded).
         in_chans: 1 (gray) or 3 (RGB) input channels.
         input_size: square input side in px, for architectures whose size is free.
+        resizer: wrap the model with a Neural Resizer (True, ``"stn"`` or a dict of
+            ``lightfer.models.resizer.ResizerCfg`` fields); ``input_size`` stays the backbone's.
         **kwargs: passed to the architecture's entrypoint.
 
     Returns:
@@ -135,6 +137,7 @@ def create_model(
         cfg = dataclasses.replace(cfg, input_size=int(input_size))
         if _accepts(entry.fn, "img_size"):
             kwargs.setdefault("img_size", int(input_size))
+    resizer = kwargs.pop("resizer", None)
     model = entry.fn(num_classes=cfg.num_classes, in_chans=cfg.in_chans, **kwargs)
     if pretrained:
         if cfg.loader is None:
@@ -143,6 +146,10 @@ def create_model(
             raise ValueError(f"pretrained {name!r} needs its own classes/in_chans; drop the overrides")
         cfg.loader(model)
         model.eval()
+    if resizer:  # seed 002's Neural Resizer in front of any backbone; the input side becomes its own
+        from lightfer.models.resizer import attach_resizer
+
+        model, cfg = attach_resizer(model, cfg, resizer)
     model.pretrained_cfg = cfg  # type: ignore[assignment]
     model.model_name = name  # type: ignore[assignment]
     return model

@@ -1,0 +1,113 @@
+"""Model cost: parameters, FLOPs (``torch.utils.flop_counter``) and CPU latency per face.
+
+FLOPs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` on one forward pass of a
+batch-1 input; it counts 2 FLOPs per multiply-add of matmuls and convolutions (so "FLOPs" here is
+twice the "MACs" many papers print) and ignores element-wise ops. Latency is the median over
+repeats of a batch-1 forward after warm-up, with whatever torch thread count the process set
+(set it once, e.g. from ``lightfer models --threads``); the library never changes it.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelProfile:
+    """Cost of one model at one input size (latencies in ms per face, batch 1)."""
+
+    name: str
+    input_size: int
+    in_chans: int
+    params: int
+    flops: int  # per face, 2 x multiply-adds
+    torch_ms: float | None = None
+    onnx_ms: float | None = None
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
+        return asdict(self)
+
+
+def count_flops(model: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of ``model(example)``, ``example`` ``(B, C, H, W)``, counted by ``FlopCounterMode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(example)
+    return int(counter.get_total_flops())
+
+
+def time_torch(model: nn.Module, example: torch.Tensor, *, warmup: int = 3, repeats: int = 20) -> float:
+    """Median milliseconds of ``model(example)`` in eval mode under ``torch.inference_mode``."""
+    model = model.eval()
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(example)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(example)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def time_onnx(
+    model: nn.Module, example: torch.Tensor, *, threads: int | None = None, warmup: int = 3, repeats: int = 20
+) -> float:
+    """Export ``model`` to a temporary ONNX file and return ONNX Runtime's median milliseconds on ``example``."""
+    from lightfer.export.onnx import export_onnx, ort_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, Path(tmp) / "model.onnx", example)
+        sess = ort_session(path, threads)
+        feed = {sess.get_inputs()[0].name: example.numpy()}
+        for _ in range(warmup):
+            sess.run(None, feed)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def profile_model(
+    name: str, *, input_size: int | None = None, in_chans: int | None = None, latency: bool = True,
+    onnx: bool = False, repeats: int = 20, model_kwargs: dict[str, Any] | None = None,
+) -> ModelProfile:
+    """Build the registered model ``name`` and measure its cost at its default (or the given) input."""
+    from lightfer.models import count_params, create_model
+
+    kw: dict[str, Any] = dict(model_kwargs or {})
+    if input_size is not None:
+        kw["input_size"] = input_size
+    if in_chans is not None:
+        kw["in_chans"] = in_chans
+    model = create_model(name, **kw).eval()
+    cfg = model.pretrained_cfg
+    torch.manual_seed(0)
+    example = torch.randn(1, cfg.in_chans, cfg.input_size, cfg.input_size)
+    prof = ModelProfile(
+        name=name, input_size=cfg.input_size, in_chans=cfg.in_chans, params=count_params(model),
+        flops=count_flops(model, example), threads=torch.get_num_threads(),
+    )
+    if latency:
+        prof.torch_ms = time_torch(model, example, repeats=repeats)
+    if onnx:
+        prof.onnx_ms = time_onnx(model, example, threads=torch.get_num_threads(), repeats=repeats)
+    log.info("profiled %s: %s", name, prof)
+    return prof
