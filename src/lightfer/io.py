@@ -150,7 +150,14 @@ def list_images(paths: list[str | os.PathLike], recursive: bool = True) -> list[
             out.extend(sorted(f for f in it if f.is_file() and is_image_path(f)))
         else:
             out.append(p)
-    return out
+    seen: set[Path] = set()
+    unique = []
+    for f in out:  # the same file named twice (directly and through its folder) is analysed once
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 92) -> Path:

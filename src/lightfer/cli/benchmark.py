@@ -1,0 +1,50 @@
+"""``lightfer benchmark``: per-stage CPU timings of the pipeline (a command that prints figures)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EPILOG = """examples:
+  lightfer benchmark                                  # bundled 640x480 4-face image, ONNX + torch, 1 and 2 threads
+  lightfer benchmark --backends onnx --threads 1 --repeats 100
+  lightfer benchmark --image my.jpg --json bench.json
+each configuration runs in a fresh process (torch threads are set once per process);
+figures are medians after 3 warm-up runs."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``benchmark`` verb."""
+    p = sub.add_parser(
+        "benchmark",
+        help="time each pipeline stage on the CPU",
+        description="Milliseconds per stage (decode, detect, align, classify) and faces per second "
+        "for the PyTorch and ONNX Runtime paths at several thread counts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--image", help="image to analyse (default: the bundled 640x480 four-face example)")
+    p.add_argument("--model", default="fer_mini_xception", help="expression model")
+    p.add_argument("--backends", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"])
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to measure")
+    p.add_argument("--repeats", type=int, default=30, help="timed runs per configuration")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure and print the table."""
+    from pathlib import Path
+
+    from lightfer.eval.benchmark import default_image, format_table, machine_info, run_all
+
+    image = Path(args.image) if args.image else default_image()
+    if not image.exists():
+        print(f"error: {image}: no such file", file=sys.stderr)
+        return 1
+    rows = run_all(image, args.backends, args.threads, args.repeats, args.model)
+    info = machine_info()
+    print(format_table(rows, info, image, args.repeats))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "image": str(image), "rows": rows}, indent=1))
+    return 0

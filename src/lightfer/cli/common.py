@@ -1,0 +1,106 @@
+"""Options and output writers shared by the image verbs (predict, classify)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, TextIO
+
+_threads_set = False
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """--model, --backend, --threads, --device."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="fer_mini_xception", help="expression model (see `lightfer models`)")
+    g.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
+                   help="inference engine: ONNX Runtime (CPU default) or PyTorch")
+    g.add_argument("--device", default="cpu", help="torch device for --backend torch (e.g. cuda)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """--json, --csv, --quiet, --no-progress."""
+    g = p.add_argument_group("output")
+    g.add_argument("--json", metavar="FILE", help="write a JSON array, one record per image ('-' = stdout)")
+    g.add_argument("--csv", metavar="FILE", help="write a CSV table, one row per face ('-' = stdout)")
+    g.add_argument("-q", "--quiet", action="store_true", help="no per-image summary lines")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def set_threads(n: int | None) -> None:
+    """Set torch's CPU threads once per process (changing them later makes models much slower)."""
+    global _threads_set
+    if n is None or _threads_set:
+        return
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
+    _threads_set = True
+
+
+def open_out(path: str) -> TextIO:
+    """A text stream for ``path`` ('-' = stdout), parent folders created."""
+    if path == "-":
+        return sys.stdout
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w", newline="", encoding="utf-8")
+
+
+def write_json(path: str, records: list[dict[str, Any]]) -> None:
+    """Write records as one JSON array (atomically for files)."""
+    if path == "-":
+        json.dump(records, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".part")
+    tmp.write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
+CSV_HEAD = ["source", "face", "x1", "y1", "x2", "y2", "score", "label", "confidence"]
+
+
+def write_csv(path: str, records: Iterable[dict[str, Any]], classes: Iterable[str]) -> None:
+    """One row per face (an image without faces or with an error gets one row with empty face fields)."""
+    classes = list(classes)
+    f = open_out(path)
+    try:
+        w = csv.writer(f)
+        w.writerow(CSV_HEAD + [f"p_{c}" for c in classes] + ["error"])
+        for rec in records:
+            if not rec["faces"]:
+                w.writerow([rec["source"]] + [""] * (len(CSV_HEAD) - 1 + len(classes)) + [rec.get("error") or ""])
+            for i, face in enumerate(rec["faces"]):
+                w.writerow([rec["source"], i, *face["box"], face["score"], face["label"], face["confidence"],
+                            *[face["probs"].get(c, "") for c in classes], ""])
+    finally:
+        if f is not sys.stdout:
+            f.close()
+
+
+def summary_line(rec: dict[str, Any]) -> str:
+    """``path: 3 faces: happy 97%, neutral 60%, …`` or the error."""
+    if rec.get("error"):
+        return f"{rec['source']}: ERROR {rec['error']}"
+    faces = rec["faces"]
+    parts = [f"{f['label']} {f['confidence'] * 100:.0f}%" if f["label"] else f"face {f['score']:.2f}" for f in faces]
+    n = len(faces)
+    return f"{rec['source']}: {n} face{'s' if n != 1 else ''}" + (": " + ", ".join(parts) if parts else "")
+
+
+def safe_output_path(save_dir: Path, src: Path, root: Path | None, inputs: set[Path]) -> Path:
+    """Where the annotated copy of ``src`` goes: mirrors its path under ``root``; never an input file."""
+    rel = src.relative_to(root) if root is not None else Path(src.name)
+    out = save_dir / rel
+    if out.suffix.lower() not in (".jpg", ".jpeg", ".png", ".webp", ".bmp"):
+        out = out.with_suffix(".png")
+    if out.resolve() in inputs:
+        out = out.with_name(f"{out.stem}_annotated{out.suffix}")
+    return out
