@@ -1,0 +1,184 @@
+"""Pieces the trainer assembles from a :class:`~lightfer.train.config.TrainConfig`: student and
+teacher models, the hard-label criterion (CE or F-PDLS with its prior), the task, an EMA of the
+weights, and precomputed teacher logits."""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lightfer.losses import FPDLSLoss, ManifoldDistillation, prior_from_confusion, prior_from_votes, uniform_prior
+from lightfer.losses.fpdls import confusion_matrix
+from lightfer.train.config import TrainConfig
+from lightfer.train.data import Indexed, split_batch, to_model_input
+from lightfer.train.tasks import DistillationTask, SupervisedTask
+
+log = logging.getLogger(__name__)
+
+__all__ = ["build_model", "build_teacher", "build_criterion", "build_task", "ModelEma", "teacher_logits_table",
+           "model_input_fn"]
+
+
+def build_model(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
+    """The student, created by registered name with the dataset's classes."""
+    from lightfer.models import create_model
+
+    m = cfg.model
+    if m.num_classes is not None and m.num_classes != len(classes):
+        raise ValueError(f"model.num_classes = {m.num_classes} but the dataset has {len(classes)} classes")
+    model = create_model(m.name, pretrained=m.pretrained, classes=None if m.pretrained else classes,
+                         in_chans=m.in_chans, input_size=m.input_size, **m.kwargs)
+    if m.init_checkpoint:
+        model.load_state_dict(_state_dict_from(m.init_checkpoint))
+    return model
+
+
+def _state_dict_from(path: str) -> dict[str, torch.Tensor]:
+    from lightfer.train.checkpoint import CheckpointError, load_checkpoint
+
+    obj = load_checkpoint(path)
+    if "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: neither a lightfer checkpoint nor a state dict")
+    return obj
+
+
+def build_teacher(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
+    """The frozen teacher in eval mode, weights from ``teacher.checkpoint``."""
+    from lightfer.models import create_model
+
+    t = cfg.teacher
+    assert t.name is not None
+    teacher = create_model(t.name, classes=classes, in_chans=t.in_chans, input_size=t.input_size, **t.kwargs)
+    if t.checkpoint:
+        teacher.load_state_dict(_state_dict_from(t.checkpoint))
+    else:
+        log.warning("teacher %s has no checkpoint: distilling from random weights", t.name)
+    return teacher.eval().requires_grad_(False)
+
+
+def model_input_fn(model: nn.Module, normalize: bool):
+    """``raw (B, C, H, W) in [0, 1] → model input`` using the model's pretrained config."""
+    pc = getattr(model, "pretrained_cfg", None)
+    if not normalize or pc is None:
+        return lambda x: x
+    return lambda x: to_model_input(x, pc.input_size, pc.in_chans, pc.mean, pc.std)
+
+
+@torch.no_grad()
+def _predict_all(model: nn.Module, ds: Dataset, cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(N, K)`` (float32, CPU) and hard labels ``(N,)`` of ``model`` over ``ds`` in order, no augmentation."""
+    prep = model_input_fn(model, cfg.data.normalize)
+    loader = DataLoader(Indexed(ds), batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
+                        num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
+    outs, labels = [], []
+    for batch in loader:
+        _, x, _, hard = split_batch(batch, cfg.data.target)
+        outs.append(model(prep(x.to(device))).float().cpu())
+        labels.append(hard)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def teacher_logits_table(teacher: nn.Module, ds: Dataset, cfg: TrainConfig, device: torch.device,
+                         path: str | Path, num_classes: int, compute: bool = True) -> torch.Tensor:
+    """Teacher logits ``(N, K)`` for every training sample, computed once into ``path`` and reused.
+
+    With ``compute=False`` (non-zero DDP ranks) the file must already exist."""
+    path = Path(path)
+    n = len(ds)  # type: ignore[arg-type]
+    if not path.is_file():
+        if not compute:
+            raise FileNotFoundError(f"teacher logits {path} missing")
+        log.info("precomputing teacher logits for %d samples into %s", n, path)
+        logits, _ = _predict_all(teacher.to(device).eval(), ds, cfg, device)
+        from lightfer.train.checkpoint import save_checkpoint
+
+        save_checkpoint({"logits": logits, "num_samples": n, "teacher": cfg.teacher.name,
+                         "checkpoint": cfg.teacher.checkpoint}, path)
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    logits = obj.get("logits") if isinstance(obj, dict) else None
+    if not isinstance(logits, torch.Tensor) or logits.shape != (n, num_classes):
+        got = None if logits is None else tuple(logits.shape)
+        raise ValueError(f"{path}: teacher logits of shape {got} do not fit {n} samples x {num_classes} classes; "
+                         "delete the file to recompute")
+    return logits.float()
+
+
+def build_criterion(cfg: TrainConfig, train_ds: Dataset, num_classes: int, teacher: nn.Module | None,
+                    device: torch.device) -> nn.Module | None:
+    """F-PDLS with the configured prior, or ``None`` (plain CE with smoothing)."""
+    lc = cfg.loss
+    if not lc.fpdls:
+        return None
+    if lc.fpdls_prior == "uniform":
+        prior = uniform_prior(num_classes)
+    elif lc.fpdls_prior == "votes":
+        soft = getattr(train_ds, "soft_labels", None)
+        if soft is None:
+            raise ValueError("loss.fpdls_prior = votes needs a dataset with vote distributions (FERPlus)")
+        prior = prior_from_votes(np.asarray(soft), np.asarray(getattr(train_ds, "labels")))
+    elif lc.fpdls_prior == "confusion":
+        if teacher is None:
+            raise ValueError("loss.fpdls_prior = confusion needs teacher.name/checkpoint (the model whose confusion is used)")
+        logits, labels = _predict_all(teacher.to(device).eval(), train_ds, cfg, device)
+        prior = prior_from_confusion(confusion_matrix(logits, labels, num_classes))
+    else:
+        prior = _load_matrix(lc.fpdls_prior[len("file:"):])
+    if prior.shape != (num_classes, num_classes):
+        raise ValueError(f"F-PDLS prior is {tuple(prior.shape)}, need ({num_classes}, {num_classes})")
+    log.info("F-PDLS prior (%s):\n%s", lc.fpdls_prior, np.array2string(prior.numpy(), precision=3))
+    return FPDLSLoss(prior, alpha=lc.fpdls_alpha, gamma=lc.fpdls_gamma)
+
+
+def _load_matrix(path: str) -> torch.Tensor:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"prior matrix {p} not found")
+    if p.suffix == ".npy":
+        return torch.as_tensor(np.load(p), dtype=torch.float32)
+    if p.suffix in (".pt", ".pth"):
+        return torch.as_tensor(torch.load(p, map_location="cpu", weights_only=True), dtype=torch.float32)
+    return torch.as_tensor(np.loadtxt(p, delimiter="," if p.suffix == ".csv" else None), dtype=torch.float32)
+
+
+def build_task(cfg: TrainConfig, student: nn.Module, teacher: nn.Module | None,
+               criterion: nn.Module | None) -> SupervisedTask:
+    """Supervised, KD or manifold-distillation task."""
+    lc = cfg.loss
+    if lc.task == "supervised":
+        return SupervisedTask(criterion, lc.smoothing)
+    md = None
+    if lc.task == "manifold":
+        md = ManifoldDistillation(lc.md_lambda_intra, lc.md_lambda_inter, lc.md_lambda_rand, lc.md_samples,
+                                  lc.md_chunk, lc.md_layout)
+    return DistillationTask(teacher, lc.kd_temperature, lc.kd_alpha, criterion, lc.smoothing, md, lc.md_beta,
+                            lc.md_layers, student)
+
+
+class ModelEma(nn.Module):
+    """Exponential moving average of a model's weights (buffers copied): ``e ← d·e + (1 − d)·w``."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = float(decay)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """One EMA step towards ``model``'s current weights."""
+        for e, m in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.lerp_(m.detach(), 1.0 - self.decay)
+            else:
+                e.copy_(m)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        """The averaged model's output."""
+        return self.module(x)

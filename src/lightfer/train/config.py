@@ -1,0 +1,287 @@
+"""Typed training configuration: dataclasses + YAML + ``--set key=value`` overrides.
+
+Unknown keys are errors (in YAML and in overrides); the resolved config is written next to the
+checkpoints as ``config.yaml`` so every run can be repeated exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["TrainConfig", "load_config", "apply_overrides", "config_to_dict", "config_from_dict", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class DataConfig:
+    kind: str = "synthetic"  # "synthetic" or a lightfer.data reader kind (fer2013, ferplus, folder, …)
+    path: str | None = None  # file or folder the reader opens
+    train_split: str = "Training"  # split name for training
+    val_split: str | None = "PublicTest"  # split for validation / best-by-val (None: no validation)
+    options: dict[str, Any] = field(default_factory=dict)  # extra reader arguments
+    target: str = "hard"  # "hard" labels or "soft" label distributions (FERPlus votes)
+    normalize: bool = True  # dataset yields [0, 1] images: resize + normalise with the model's mean/std
+    num_workers: int = 0  # DataLoader workers
+    limit_train: int | None = None  # use only the first N training samples (smoke runs)
+    limit_val: int | None = None  # use only the first N validation samples
+    synthetic_size: int = 512  # synthetic: training samples (validation gets half)
+    synthetic_image: int = 32  # synthetic: image side, px
+    synthetic_noise: float = 0.25  # synthetic: noise std on [0, 1] images
+
+
+@dataclass
+class AugmentConfig:
+    hflip: float = 0.5  # probability of a horizontal flip
+    crop_pad: int = 0  # random crop after zero padding by this many px (0: off)
+    rotate: float = 0.0  # max rotation, degrees
+    erase: float = 0.0  # probability of random erasing
+
+
+@dataclass
+class ModelConfig:
+    name: str = "fer_mini_xception"  # registered model (lightfer.models.list_models())
+    num_classes: int | None = None  # default: the dataset's classes
+    in_chans: int | None = None  # default: the model's pretrained config
+    input_size: int | None = None  # default: the model's pretrained config
+    pretrained: bool = False  # start from the registered weights
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra entrypoint arguments (resizer, se_head, drop_rate…)
+    init_checkpoint: str | None = None  # start from this checkpoint's weights (not its optimizer)
+
+
+@dataclass
+class TeacherConfig:
+    name: str | None = None  # registered teacher model (kd / manifold tasks)
+    checkpoint: str | None = None  # lightfer checkpoint or state dict with the teacher's weights
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra entrypoint arguments
+    input_size: int | None = None  # teacher input side (default: its pretrained config)
+    in_chans: int | None = None  # teacher channels (default: its pretrained config)
+    logits_file: str | None = None  # kd: precompute teacher logits once to this file and reuse them
+
+
+@dataclass
+class LossConfig:
+    task: str = "supervised"  # supervised | kd | manifold
+    smoothing: float = 0.0  # label smoothing ε of the CE term
+    kd_temperature: float = 4.0  # T
+    kd_alpha: float = 0.5  # α: weight of the KD term (1 − α on CE)
+    md_beta: float = 1.0  # β: weight of manifold distillation
+    md_lambda_intra: float = 1.0  # λ_intra
+    md_lambda_inter: float = 1.0  # λ_inter
+    md_lambda_rand: float = 1.0  # λ_rand
+    md_samples: int = 192  # K of the random-sampled loss
+    md_chunk: int = 256  # rows per chunk of the relation maps
+    md_layers: list[list[str]] = field(default_factory=list)  # [[student_module, teacher_module], …]
+    md_layout: str = "auto"  # token layout of hooked features: auto | nlc | nchw | nhwc
+    fpdls: bool = False  # use (F-)PDLS instead of CE for the hard-label term
+    fpdls_alpha: float = 0.9  # α of PDLS (weight of the one-hot target)
+    fpdls_gamma: float = 2.0  # γ focal exponent (0: PDLS)
+    fpdls_prior: str = "uniform"  # uniform | votes | confusion | file:PATH (.npy/.pt/.txt (C, C) matrix)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.01  # base learning rate
+    weight_decay: float = 1e-4  # decoupled for adamw, L2 for sgd
+    momentum: float = 0.9  # sgd momentum
+    nesterov: bool = False  # sgd Nesterov momentum
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw betas
+    sam: bool = False  # wrap in sharpness-aware minimization
+    sam_rho: float = 0.05  # SAM radius ρ
+    sam_adaptive: bool = False  # ASAM
+    clip_grad: float | None = None  # max gradient norm (None: off)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # cosine | step | plateau | none
+    warmup_epochs: float = 0.0  # cosine: linear warm-up length
+    min_lr_factor: float = 0.0  # cosine: final lr / base lr
+    step_size: int = 10  # step: epochs between decays
+    gamma: float = 0.1  # step / plateau: decay factor
+    patience: int = 3  # plateau: epochs without improvement
+    plateau_metric: str = "val_loss"  # plateau: val_loss (min) or val_acc (max)
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    epochs: int = 10  # training epochs
+    batch_size: int = 128  # per process
+    eval_batch_size: int | None = None  # default: 2 × batch_size
+    seed: int = 0  # seeds python, numpy, torch and the sampler
+    output_dir: str = "runs/train"  # checkpoints, config.yaml, log.csv
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "none"  # none | bf16 | fp16 (fp16 only on CUDA)
+    channels_last: bool = False  # channels-last memory format (CUDA)
+    ema_decay: float | None = None  # EMA of weights (e.g. 0.999); validation then uses the EMA
+    progress: bool = True  # tqdm progress bar
+    tensorboard: bool = False  # also log to TensorBoard if it is installed
+    save_every: int = 1  # write last.pt every N epochs
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a YAML value to the field type ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if _is_dataclass_type(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0] if args else Any, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join((where + '.' if where else '') + k for k in unknown)}; "
+                          f"valid: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{where + '.' if where else ''}{k}") for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from a nested mapping (unknown keys raise)."""
+    cfg = _from_dict(TrainConfig, d or {})
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Nested plain-dict view (YAML-serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = d
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return d
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML recipe, apply ``--set`` overrides, validate."""
+    d: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+    apply_overrides(d, list(overrides or []))
+    try:
+        return config_from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"{path or '<overrides>'}: {e}") from e
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+_CHOICES = {
+    ("loss", "task"): ("supervised", "kd", "manifold"),
+    ("data", "target"): ("hard", "soft"),
+    ("optim", "name"): ("sgd", "adamw"),
+    ("schedule", "name"): ("cosine", "step", "plateau", "none"),
+    ("schedule", "plateau_metric"): ("val_loss", "val_acc"),
+    ("loss", "md_layout"): ("auto", "nlc", "nchw", "nhwc"),
+}
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Cross-field checks with messages that name the key."""
+    for (sec, key), choices in _CHOICES.items():
+        val = getattr(getattr(cfg, sec), key)
+        if val not in choices:
+            raise ConfigError(f"{sec}.{key} = {val!r}; choose one of {', '.join(choices)}")
+    if cfg.amp not in ("none", "bf16", "fp16"):
+        raise ConfigError(f"amp = {cfg.amp!r}; choose none, bf16 or fp16")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ConfigError("epochs and batch_size must be >= 1")
+    if cfg.loss.task in ("kd", "manifold") and not cfg.teacher.name:
+        raise ConfigError(f"loss.task = {cfg.loss.task} needs teacher.name")
+    if cfg.loss.task == "manifold" and not cfg.loss.md_layers:
+        raise ConfigError("loss.task = manifold needs loss.md_layers: [[student_module, teacher_module], ...]")
+    for pair in cfg.loss.md_layers:
+        if len(pair) != 2:
+            raise ConfigError(f"loss.md_layers entries are [student_module, teacher_module], got {pair}")
+    if cfg.loss.fpdls and cfg.data.target == "soft":
+        raise ConfigError("loss.fpdls needs hard labels (data.target = hard)")
+    if not (cfg.loss.fpdls_prior in ("uniform", "votes", "confusion") or cfg.loss.fpdls_prior.startswith("file:")):
+        raise ConfigError(f"loss.fpdls_prior = {cfg.loss.fpdls_prior!r}; choose uniform, votes, confusion or file:PATH")
+    if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay must be in (0, 1), got {cfg.ema_decay}")

@@ -1,0 +1,185 @@
+"""Training data plumbing: dataset building from the config, a learnable synthetic task, and
+batch-level augmentation + model-input conversion in torch ops (as TRAINING_NOTES.md advises:
+whole batches are augmented at once, then resized and normalised for each network).
+
+Datasets yield ``(image (C, H, W) float in [0, 1], label)``, ``(image, label, soft (K,))`` or
+``(image, soft (K,))``; :class:`Indexed` prepends the sample index (for precomputed teacher logits).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from lightfer.train.config import AugmentConfig, DataConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SyntheticFER", "Indexed", "build_datasets", "augment_batch", "to_model_input", "split_batch"]
+
+
+class SyntheticFER(Dataset):
+    """A learnable toy task: each class is a fixed smooth pattern (a random 4×4 grid upsampled, around a
+    class-specific brightness), each sample that pattern plus Gaussian noise, clipped to [0, 1].
+    Deterministic given ``seed``; chance accuracy is 1/num_classes.
+
+    Args:
+        size: number of samples.
+        num_classes: classes (patterns).
+        image_size: side of the square images.
+        channels: 1 or 3.
+        noise: noise std.
+        seed: pattern and noise seed (use the same ``pattern_seed`` for train and val).
+    """
+
+    def __init__(self, size: int = 512, num_classes: int = 7, image_size: int = 32, channels: int = 1,
+                 noise: float = 0.25, seed: int = 0, pattern_seed: int = 1234) -> None:
+        g = torch.Generator().manual_seed(pattern_seed)
+        level = torch.linspace(0.25, 0.75, num_classes)[torch.randperm(num_classes, generator=g)]
+        coarse = level.view(-1, 1, 1, 1) + 0.25 * (torch.rand(num_classes, channels, 4, 4, generator=g) - 0.5)
+        self.patterns = F.interpolate(coarse, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        gs = torch.Generator().manual_seed(seed)
+        self.labels = torch.randint(0, num_classes, (size,), generator=gs)
+        self.noise = torch.randn(size, channels, image_size, image_size, generator=gs) * noise
+        self.classes = tuple(f"class_{i}" for i in range(num_classes))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        y = int(self.labels[i])
+        return (self.patterns[y] + self.noise[i]).clamp(0, 1), y
+
+
+class Indexed(Dataset):
+    """Wraps a dataset so items become ``(index, *item)``."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
+        item = self.ds[i]
+        return (i, *item) if isinstance(item, (tuple, list)) else (i, item)
+
+
+def dataset_classes(ds: Dataset) -> tuple[str, ...] | None:
+    """Class names of a dataset if it declares them (``classes`` attribute)."""
+    classes = getattr(ds, "classes", None)
+    return tuple(classes) if classes is not None else None
+
+
+def _limit(ds: Dataset, n: int | None) -> Dataset:
+    if n is None or n >= len(ds):  # type: ignore[arg-type]
+        return ds
+    if hasattr(ds, "subset"):
+        return ds.subset(list(range(n)))
+    sub = torch.utils.data.Subset(ds, list(range(n)))
+    sub.classes = dataset_classes(ds)  # type: ignore[attr-defined]
+    return sub
+
+
+def build_datasets(cfg: DataConfig, num_classes: int = 7, channels: int = 1, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """Training and validation datasets named by ``cfg`` (``synthetic`` or a ``lightfer.data`` reader)."""
+    if cfg.kind == "synthetic":
+        extra = set(cfg.options) - {"num_classes", "channels", "pattern_seed"}
+        if extra:
+            raise ValueError(f"data.options {sorted(extra)} are not synthetic options (num_classes, channels, pattern_seed)")
+        k = int(cfg.options.get("num_classes", num_classes))
+        c = int(cfg.options.get("channels", channels))
+        ps = int(cfg.options.get("pattern_seed", 1234))
+        common = dict(num_classes=k, image_size=cfg.synthetic_image, channels=c, noise=cfg.synthetic_noise, pattern_seed=ps)
+        train: Dataset = SyntheticFER(size=cfg.synthetic_size, seed=seed * 2 + 1, **common)
+        val: Dataset | None = SyntheticFER(size=max(1, cfg.synthetic_size // 2), seed=seed * 2 + 2, **common) \
+            if cfg.val_split else None
+    else:
+        train, val = _build_real(cfg)
+    return _limit(train, cfg.limit_train), (None if val is None else _limit(val, cfg.limit_val))
+
+
+def _build_real(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
+    """Open a real dataset through ``lightfer.data.build_dataset(spec)``."""
+    try:
+        from lightfer.data import build_dataset  # type: ignore[attr-defined]
+    except ImportError as e:
+        raise ValueError(f"data.kind = {cfg.kind!r} needs lightfer.data.build_dataset, which is not available "
+                         f"({e}); use data.kind = synthetic") from e
+
+    def one(split: str) -> Dataset:
+        spec = {"kind": cfg.kind, "path": cfg.path, "split": split, **cfg.options}
+        ds = build_dataset(spec)
+        if cfg.target == "soft" and hasattr(ds, "return_soft"):
+            ds.return_soft = True
+        return ds
+
+    train = one(cfg.train_split)
+    val = one(cfg.val_split) if cfg.val_split else None
+    return train, val
+
+
+def split_batch(batch: list[Any] | tuple[Any, ...], target: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(idx, image, label[, soft])`` or ``(idx, image, soft)`` → ``(idx (B,), images (B, C, H, W),
+    training target (B,) or (B, K), hard labels (B,))``."""
+    idx, x, *rest = batch
+    if len(rest) == 1:
+        y = rest[0]
+        return idx, x, y, (y if y.ndim == 1 else y.argmax(dim=1))
+    if len(rest) == 2:
+        y, soft = rest
+        return idx, x, (soft if target == "soft" else y), y
+    raise ValueError(f"dataset items must be (image, label[, soft]); got {len(rest) + 1} fields")
+
+
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """Random flip / padded crop / rotation / erasing of ``(B, C, H, W)`` images in [0, 1].
+
+    Random numbers come from torch's CPU generator (reproducible and device-independent)."""
+    b, _, h, w = x.shape
+    dev = x.device
+    if cfg.hflip > 0:
+        flip = (torch.rand(b) < cfg.hflip).to(dev)
+        x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+    if cfg.rotate > 0 or cfg.crop_pad > 0:
+        ang = (torch.rand(b) * 2 - 1) * math.radians(cfg.rotate)
+        tx = (torch.randint(-cfg.crop_pad, cfg.crop_pad + 1, (b,)).float() * 2 / w) if cfg.crop_pad else torch.zeros(b)
+        ty = (torch.randint(-cfg.crop_pad, cfg.crop_pad + 1, (b,)).float() * 2 / h) if cfg.crop_pad else torch.zeros(b)
+        cos, sin = torch.cos(ang), torch.sin(ang)
+        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(dev, x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if cfg.erase > 0:
+        do = torch.rand(b) < cfg.erase
+        eh = (torch.rand(b) * 0.3 + 0.1) * h
+        ew = (torch.rand(b) * 0.3 + 0.1) * w
+        cy, cx = torch.rand(b) * h, torch.rand(b) * w
+        ys = torch.arange(h).view(1, h, 1)
+        xs = torch.arange(w).view(1, 1, w)
+        m = ((ys - cy.view(b, 1, 1)).abs() < eh.view(b, 1, 1) / 2) & ((xs - cx.view(b, 1, 1)).abs() < ew.view(b, 1, 1) / 2)
+        m = m & do.view(b, 1, 1)
+        x = x.masked_fill(m.unsqueeze(1).to(dev), 0.5)
+    return x
+
+
+def to_model_input(x: torch.Tensor, input_size: int | None, in_chans: int, mean: tuple[float, ...],
+                   std: tuple[float, ...]) -> torch.Tensor:
+    """``(B, C, H, W)`` in [0, 1] → the network input: channels converted (gray ↔ RGB, ITU-R 601 luma),
+    resized to ``input_size`` (bilinear, antialiased) and normalised."""
+    c = x.shape[1]
+    if c == 3 and in_chans == 1:
+        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    elif c == 1 and in_chans == 3:
+        x = x.expand(-1, 3, -1, -1)
+    elif c != in_chans:
+        raise ValueError(f"images have {c} channels; the model takes {in_chans}")
+    if input_size is not None and tuple(x.shape[-2:]) != (input_size, input_size):
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False,
+                          antialias=input_size < x.shape[-1])
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - m) / s

@@ -1,0 +1,362 @@
+"""The training loop, shaped like torchvision's classification reference: :func:`train_one_epoch`,
+:func:`evaluate`, :func:`main`. One loop serves supervised, KD and manifold-distillation runs, on CPU or
+CUDA, alone or under ``torchrun`` (DistributedDataParallel, gloo on CPU / nccl on GPU).
+
+Outputs in ``cfg.output_dir``: ``config.yaml`` (resolved), ``last.pt`` and ``best.pt`` (atomic),
+``log.csv`` (one row per epoch). ``main(cfg, resume=True)`` continues from ``last.pt`` bit-for-bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lightfer.optim import SAM, create_optimizer, create_scheduler
+from lightfer.train.builders import (ModelEma, build_criterion, build_model, build_task, build_teacher,
+                                     model_input_fn, teacher_logits_table)
+from lightfer.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from lightfer.train.config import TrainConfig, config_to_dict, save_config
+from lightfer.train.data import Indexed, augment_batch, build_datasets, dataset_classes, split_batch
+from lightfer.train.tasks import SupervisedTask
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train_one_epoch", "evaluate", "main"]
+
+
+def _dist() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def train_one_epoch(
+    model: nn.Module, task: SupervisedTask, loader: DataLoader, optimizer: torch.optim.Optimizer,
+    device: torch.device, epoch: int, cfg: TrainConfig, *, prep: Callable, teacher_prep: Callable | None = None,
+    scheduler: Any = None, sched_when: str = "none", scaler: torch.amp.GradScaler | None = None,
+    ema: ModelEma | None = None, teacher_logits: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns mean ``loss``, ``acc`` and each loss term (``loss_<name>``)."""
+    from tqdm import tqdm
+
+    model.train()
+    task.train()
+    rank, world = _dist()
+    sums: dict[str, float] = {}
+    correct = seen = 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and rank == 0),
+               leave=False, dynamic_ncols=True)
+    for step, batch in enumerate(bar):
+        idx, raw, target, hard = split_batch(batch, cfg.data.target)
+        raw, target, hard = raw.to(device, non_blocking=True), target.to(device), hard.to(device)
+        if cfg.data.normalize:
+            raw = augment_batch(raw, cfg.augment)
+        x = prep(raw)
+        tx = teacher_prep(raw) if teacher_prep is not None else None
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        t_logits = teacher_logits[idx].to(device) if teacher_logits is not None else None
+
+        def forward() -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+            with _autocast(device, cfg.amp):
+                losses, logits = task(model, x, target, teacher_x=tx, teacher_logits=t_logits)
+            return sum(losses.values()), losses, logits  # type: ignore[return-value]
+
+        loss, losses, logits = forward()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}: "
+                                     f"{ {k: float(v) for k, v in losses.items()} }; lower optim.lr?")
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if cfg.optim.clip_grad:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+        elif isinstance(optimizer, SAM):
+            loss.backward()
+            optimizer.first_step(zero_grad=True)
+            forward()[0].backward()
+            if cfg.optim.clip_grad:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+            optimizer.second_step()
+        else:
+            loss.backward()
+            if cfg.optim.clip_grad:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if sched_when == "iter":
+            scheduler.step()
+        if ema is not None:
+            ema.update(_unwrap(model))
+        b = hard.shape[0]
+        sums["loss"] = sums.get("loss", 0.0) + loss.item() * b
+        for k, v in losses.items():
+            sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v.item() * b
+        correct += int((logits.argmax(1) == hard).sum())
+        seen += b
+        bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", acc=f"{correct / seen:.3f}",
+                        lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    stats = torch.tensor([*sums.values(), correct, seen], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(stats)
+    n = max(stats[-1].item(), 1.0)
+    out = {k: stats[i].item() / n for i, k in enumerate(sums)}
+    out["acc"] = stats[-2].item() / n
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int, *,
+             prep: Callable, target: str = "hard", amp: str = "none") -> dict[str, Any]:
+    """Cross-entropy, accuracy, UAR and confusion matrix (row = true) over ``loader``; under DDP each
+    rank scores its shard and the sums are all-reduced."""
+    model.eval()
+    _, world = _dist()
+    conf = torch.zeros(num_classes * num_classes, dtype=torch.float64)
+    loss_sum = 0.0
+    for batch in loader:
+        _, raw, _, hard = split_batch(batch, target)
+        with _autocast(device, amp):
+            logits = model(prep(raw.to(device))).float()
+        hard = hard.to(device)
+        loss_sum += nn.functional.cross_entropy(logits, hard, reduction="sum").item()
+        conf += torch.bincount((hard * num_classes + logits.argmax(1)).cpu(), minlength=num_classes ** 2).double()
+    stats = torch.cat([conf, torch.tensor([loss_sum], dtype=torch.float64)])
+    if world > 1:
+        dist.all_reduce(stats)
+    cm = stats[:-1].reshape(num_classes, num_classes)
+    n = max(cm.sum().item(), 1.0)
+    support = cm.sum(1)
+    recall = torch.where(support > 0, cm.diagonal() / support.clamp_min(1), torch.nan)
+    return {"loss": stats[-1].item() / n, "acc": cm.diagonal().sum().item() / n,
+            "uar": float(np.nanmean(recall.numpy())) if (support > 0).any() else float("nan"),
+            "confusion": cm.long().tolist()}
+
+
+def _setup_distributed(device_cfg: str) -> tuple[int, int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return (*_dist(), int(os.environ.get("LOCAL_RANK", "0")))
+    use_cuda = torch.cuda.is_available() and device_cfg != "cpu"
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local)
+    return dist.get_rank(), dist.get_world_size(), local
+
+
+def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda":
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(cfg.device)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _loader(ds: Dataset, cfg: TrainConfig, *, train: bool, epoch: int, rank: int, world: int) -> DataLoader:
+    """Epoch loader: the shuffle order depends only on (seed, epoch), so a resumed run draws the same batches."""
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    ids = Indexed(ds)
+    bs = cfg.batch_size if train else (cfg.eval_batch_size or 2 * cfg.batch_size)
+    sampler = None
+    if world > 1 and train:
+        sampler = torch.utils.data.distributed.DistributedSampler(ids, num_replicas=world, rank=rank, shuffle=True,
+                                                                  seed=cfg.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+    elif world > 1:
+        ids = torch.utils.data.Subset(ids, list(range(rank, len(ids), world)))  # exact shards, no padding
+    return DataLoader(ids, batch_size=bs, shuffle=train and sampler is None, sampler=sampler, generator=gen,
+                      num_workers=cfg.data.num_workers, drop_last=False, pin_memory=torch.cuda.is_available())
+
+
+class _CsvLog:
+    """One CSV row per epoch; on resume, rows past the checkpoint's epoch are dropped."""
+
+    def __init__(self, path: Path, keep_upto: int | None) -> None:
+        self.path = path
+        if keep_upto is not None and path.is_file():
+            with path.open() as f:
+                rows = list(csv.DictReader(f))
+            rows = [r for r in rows if int(r["epoch"]) <= keep_upto]
+            if rows:
+                with path.open("w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    w.writeheader()
+                    w.writerows(rows)
+            else:
+                path.unlink()
+        elif keep_upto is None and path.is_file():
+            path.unlink()
+
+    def write(self, row: dict[str, Any]) -> None:
+        new = not self.path.is_file()
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | None = None,
+         teacher: nn.Module | None = None, datasets: tuple[Dataset, Dataset | None] | None = None) -> dict[str, Any]:
+    """Train as ``cfg`` says. ``model`` / ``teacher`` / ``datasets`` replace the ones the config names
+    (tests, notebooks). ``resume``: ``True`` for ``output_dir/last.pt`` or a checkpoint path.
+
+    Returns a summary: ``best_acc``, ``best_epoch``, ``last`` (the last CSV row), ``output_dir``."""
+    rank, world, local_rank = _setup_distributed(cfg.device)
+    device = _device(cfg, local_rank)
+    out = Path(cfg.output_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    _seed_all(cfg.seed)
+    train_ds, val_ds = datasets if datasets is not None else build_datasets(cfg.data, seed=cfg.seed)
+    classes = dataset_classes(train_ds) or tuple(f"class_{i}" for i in range(cfg.model.num_classes or 7))
+    k = len(classes)
+    if model is None:
+        model = build_model(cfg, classes)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if teacher is None and cfg.teacher.name and (cfg.loss.task != "supervised" or cfg.loss.fpdls_prior == "confusion"):
+        teacher = build_teacher(cfg, classes)
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
+    criterion = build_criterion(cfg, train_ds, k, teacher, device)
+    t_logits = None
+    if cfg.loss.task == "kd" and cfg.teacher.logits_file:
+        assert teacher is not None
+        if rank == 0:
+            teacher_logits_table(teacher, train_ds, cfg, device, cfg.teacher.logits_file, k)
+        if world > 1:
+            dist.barrier()
+        t_logits = teacher_logits_table(teacher, train_ds, cfg, device, cfg.teacher.logits_file, k, compute=False)
+        teacher = None  # the logits are reused; the teacher is not needed any more
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
+    task = build_task(cfg, model, teacher, criterion).to(device)
+    if cfg.optim.sam and cfg.amp == "fp16":
+        raise ValueError("SAM with fp16 loss scaling is not supported; use amp: bf16 or none")
+    optimizer = create_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum,
+                                 cfg.optim.nesterov, tuple(cfg.optim.betas), cfg.optim.sam, cfg.optim.sam_rho,
+                                 cfg.optim.sam_adaptive)
+    steps = len(_loader(train_ds, cfg, train=True, epoch=0, rank=rank, world=world))
+    sc = cfg.schedule
+    scheduler, when = create_scheduler(optimizer, sc.name, cfg.epochs, steps, sc.warmup_epochs, sc.min_lr_factor,
+                                       sc.step_size, sc.gamma, sc.patience,
+                                       "max" if sc.plateau_metric == "val_acc" else "min")
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" and device.type == "cuda" else None
+    start, best = 0, {"acc": -1.0, "epoch": 0}
+    if resume:
+        ck = load_checkpoint(out / "last.pt" if resume is True else resume, map_location=device)
+        _unwrap(model).load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        if scheduler is not None and ck.get("scheduler") is not None:
+            scheduler.load_state_dict(ck["scheduler"])
+        if scaler is not None and ck.get("scaler") is not None:
+            scaler.load_state_dict(ck["scaler"])
+        if ema is not None and ck.get("ema") is not None:
+            ema.module.load_state_dict(ck["ema"])
+        start, best = int(ck["epoch"]), dict(ck["best"])
+        restore_rng(ck["rng"])
+        log.info("resumed from epoch %d (best acc %.4f at epoch %d)", start, best["acc"], best["epoch"])
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    prep = model_input_fn(_unwrap(model), cfg.data.normalize)
+    teacher_prep = model_input_fn(teacher, cfg.data.normalize) if teacher is not None else None
+    csv_log = _CsvLog(out / "log.csv", start if resume else None) if rank == 0 else None
+    tb = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
+    row: dict[str, Any] = {}
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        tr = train_one_epoch(model, task, _loader(train_ds, cfg, train=True, epoch=epoch, rank=rank, world=world),
+                             optimizer, device, epoch, cfg, prep=prep, teacher_prep=teacher_prep, scheduler=scheduler,
+                             sched_when=when, scaler=scaler, ema=ema, teacher_logits=t_logits)
+        ev = None
+        if val_ds is not None:
+            ev = evaluate(ema.module if ema is not None else model,
+                          _loader(val_ds, cfg, train=False, epoch=epoch, rank=rank, world=world), device, k,
+                          prep=prep, target=cfg.data.target, amp=cfg.amp)
+        if when == "epoch":
+            scheduler.step()
+        elif when == "metric":
+            metric = (ev["acc"] if sc.plateau_metric == "val_acc" else ev["loss"]) if ev else tr["loss"]
+            scheduler.step(metric)
+        row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k_}": v for k_, v in tr.items()},
+               "val_loss": ev["loss"] if ev else math.nan, "val_acc": ev["acc"] if ev else math.nan,
+               "val_uar": ev["uar"] if ev else math.nan, "seconds": round(time.perf_counter() - t0, 3)}
+        score = ev["acc"] if ev else tr["acc"]
+        is_best = score > best["acc"]
+        if is_best:
+            best = {"acc": score, "epoch": epoch + 1}
+        if rank == 0:
+            state = _state(cfg, model, optimizer, scheduler, scaler, ema, epoch + 1, best, row)
+            if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
+                save_checkpoint(state, out / "last.pt")
+            if is_best:
+                save_checkpoint({**state, "confusion": ev["confusion"] if ev else None}, out / "best.pt")
+            assert csv_log is not None
+            csv_log.write(row)
+            if tb is not None:
+                for key, v in row.items():
+                    if key != "epoch":
+                        tb.add_scalar(key, v, epoch + 1)
+            log.info("epoch %d/%d  loss %.4f  acc %.4f  val_acc %.4f  val_uar %.4f  %.1fs", epoch + 1, cfg.epochs,
+                     tr["loss"], tr["acc"], row["val_acc"], row["val_uar"], row["seconds"])
+    if world > 1:
+        dist.barrier()
+    if tb is not None:
+        tb.close()
+    return {"best_acc": best["acc"], "best_epoch": best["epoch"], "last": row, "output_dir": str(out)}
+
+
+def _state(cfg: TrainConfig, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any, ema: ModelEma | None,
+           epoch: int, best: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    m = _unwrap(model)
+    pc = getattr(m, "pretrained_cfg", None)
+    return {
+        "model": m.state_dict(), "model_name": getattr(m, "model_name", cfg.model.name),
+        "model_kwargs": dict(cfg.model.kwargs), "pretrained_cfg": pc.to_dict() if pc is not None else {},
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "ema": ema.module.state_dict() if ema is not None else None,
+        "epoch": epoch, "best": best, "metrics": row, "rng": capture_rng(), "config": config_to_dict(cfg),
+    }
+
+
+def _tensorboard(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed; logging to log.csv only")
+        return None
+    return SummaryWriter(str(out / "tb"))

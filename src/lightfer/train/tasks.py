@@ -1,0 +1,132 @@
+"""Training objectives as small task modules returning a dict of named, already-weighted losses
+(after timm's ``task/distillation.py``): supervised CE / F-PDLS, logit KD (Hinton et al., 2015) and
+fine-grained manifold distillation (Hao et al., NeurIPS 2022) with CE + KD + β·MD."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from lightfer.losses import ManifoldDistillation, cross_entropy, kd_kl
+
+__all__ = ["SupervisedTask", "DistillationTask", "FeatureHooks"]
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class FeatureHooks:
+    """Forward hooks that keep the outputs of named sub-modules (the first element of tuples)."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        self.names = list(names)
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles = []
+        for name in self.names:
+            try:
+                mod = model.get_submodule(name)
+            except AttributeError as e:
+                avail = ", ".join(n for n, _ in list(model.named_modules())[1:40])
+                raise ValueError(f"no sub-module {name!r} in {type(model).__name__}; some names: {avail}") from e
+            self._handles.append(mod.register_forward_hook(self._hook(name)))
+
+    def _hook(self, name: str):
+        def fn(_m: nn.Module, _inp: object, out: object) -> None:
+            self.outputs[name] = out[0] if isinstance(out, (tuple, list)) else out  # type: ignore[assignment]
+        return fn
+
+    def take(self) -> list[torch.Tensor]:
+        """Captured features in ``names`` order; clears the store."""
+        missing = [n for n in self.names if n not in self.outputs]
+        if missing:
+            raise RuntimeError(f"hooked modules {missing} did not run in the forward pass")
+        out = [self.outputs[n] for n in self.names]
+        self.outputs = {}
+        return out
+
+    def remove(self) -> None:
+        """Detach the hooks."""
+        for h in self._handles:
+            h.remove()
+
+
+class SupervisedTask(nn.Module):
+    """``{"ce": criterion(student(x), y)}``; the criterion is CE_ε (hard or soft targets) or F-PDLS."""
+
+    def __init__(self, criterion: Criterion | None = None, smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.smoothing = smoothing
+
+    def base_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The hard/soft-label term."""
+        if self.criterion is not None and target.ndim == 1:
+            return self.criterion(logits, target)
+        return cross_entropy(logits, target, self.smoothing)
+
+    def forward(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, **_: object
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``x (B, C, H, W)``, ``target (B,)`` or ``(B, K)`` → (losses, student logits ``(B, K)``)."""
+        logits = model(x)
+        return {"ce": self.base_loss(logits, target)}, logits
+
+
+class DistillationTask(SupervisedTask):
+    """(1 − α)·CE + α·T²·KL(teacher ‖ student) [+ β·MD over hooked layer pairs].
+
+    Teacher logits come from ``teacher_logits`` (precomputed, ``(B, K)``) or from running ``teacher``
+    on ``teacher_x`` under ``no_grad``. With ``md`` set, the teacher always runs (features are needed).
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module | None,
+        temperature: float = 4.0,
+        alpha: float = 0.5,
+        criterion: Criterion | None = None,
+        smoothing: float = 0.0,
+        md: ManifoldDistillation | None = None,
+        md_beta: float = 1.0,
+        md_layers: list[list[str]] | None = None,
+        student: nn.Module | None = None,
+    ) -> None:
+        super().__init__(criterion, smoothing)
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+        self.temperature, self.alpha = float(temperature), float(alpha)
+        self.md, self.md_beta = md, float(md_beta)
+        self.student_hooks = self.teacher_hooks = None
+        if md is not None:
+            if teacher is None or student is None or not md_layers:
+                raise ValueError("manifold distillation needs the teacher, the student and md_layers")
+            self.student_hooks = FeatureHooks(student, [p[0] for p in md_layers])
+            self.teacher_hooks = FeatureHooks(teacher, [p[1] for p in md_layers])
+
+    def train(self, mode: bool = True) -> "DistillationTask":
+        """Keep the teacher in eval mode whatever the task's mode."""
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def forward(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
+                teacher_x: torch.Tensor | None = None, teacher_logits: torch.Tensor | None = None, **_: object
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Student input ``x (B, C, H, W)``, teacher input ``teacher_x`` (default ``x``) → (losses, logits)."""
+        if self.md is not None or teacher_logits is None:
+            if self.teacher is None:
+                raise ValueError("no teacher model and no precomputed teacher logits")
+            with torch.no_grad():
+                t_logits = self.teacher(x if teacher_x is None else teacher_x)
+            if teacher_logits is None:
+                teacher_logits = t_logits
+        logits = model(x)
+        losses = {"ce": (1.0 - self.alpha) * self.base_loss(logits, target)}
+        if self.alpha > 0:
+            t = self.temperature
+            losses["kd"] = self.alpha * t * t * kd_kl(logits, teacher_logits.to(logits.device), t)
+        if self.md is not None:
+            assert self.student_hooks is not None and self.teacher_hooks is not None
+            losses["md"] = self.md_beta * self.md(self.student_hooks.take(), self.teacher_hooks.take())
+        return losses, logits
