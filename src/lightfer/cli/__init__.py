@@ -16,6 +16,7 @@ VERBS: tuple[str, ...] = (
     "classify",
     "benchmark",
     "fetch",
+    "models_cmd",
 )
 
 EPILOG = """examples:

@@ -1,0 +1,104 @@
+"""``lightfer models``: list the expression architectures with parameters, FLOPs and CPU latency."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EPILOG = """examples:
+  lightfer models                                   # every architecture, torch latency with 1 thread
+  lightfer models --names-only                      # just the names
+  lightfer models swinv2_student_64 shufflenet_v2_x1_0 --onnx --threads 2
+  lightfer models --filter swinv2 --no-latency      # params and FLOPs only (fast)
+  lightfer models --markdown > table.md             # a Markdown table (as in docs/models.md)
+  lightfer models shufflenet_v2_x1_0 --input-size 48 --json -"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``models`` verb."""
+    p = sub.add_parser(
+        "models",
+        help="list the expression models with params, FLOPs and CPU latency",
+        description="List every registered expression classifier at its default input (or --input-size): "
+        "parameters, FLOPs per face (torch.utils.flop_counter, 2 x multiply-adds) and CPU latency per face "
+        "(batch 1, median of --repeats after warm-up; torch threads set once from --threads).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("names", nargs="*", help="models to show (default: all)")
+    p.add_argument("--filter", default=None, help="only names containing this text")
+    p.add_argument("--names-only", action="store_true", help="print the names and exit")
+    p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per model; the median is shown (default 20)")
+    p.add_argument("--input-size", type=int, default=None, help="square input side instead of each default")
+    p.add_argument("--no-latency", action="store_true", help="skip the timings")
+    p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (exports each model to a temp file)")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON ('-' for stdout)")
+    p.set_defaults(func=run)
+
+
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Profile and print the selected models; exit code 2 on an unknown name or a bad option."""
+    from lightfer.models import get_pretrained_cfg, list_models
+
+    known = list_models()
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        print(f"lightfer models: unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
+        return 2
+    if args.threads < 1 or args.repeats < 1:
+        print("lightfer models: --threads and --repeats must be >= 1", file=sys.stderr)
+        return 2
+    names = args.names or known
+    if args.filter:
+        names = [n for n in names if args.filter in n]
+    if not names:
+        print("lightfer models: no model matches", file=sys.stderr)
+        return 2
+    if args.names_only:
+        for n in names:
+            print(n)
+        return 0
+
+    import torch
+
+    from lightfer.eval.profile import profile_model
+
+    if torch.get_num_threads() != args.threads:
+        torch.set_num_threads(args.threads)  # once per process, before any timing
+    rows = []
+    for n in names:
+        prof = profile_model(
+            n, input_size=args.input_size, latency=not args.no_latency, onnx=args.onnx, repeats=args.repeats
+        )
+        row = prof.to_dict()
+        row["description"] = get_pretrained_cfg(n).description
+        rows.append(row)
+        if not args.markdown and args.json != "-":
+            print(
+                f"{n:24s} {prof.in_chans}x{prof.input_size:<4d} {prof.params / 1e6:8.2f}M "
+                f"{prof.flops / 1e9:8.3f}G {_fmt(prof.torch_ms):>8s} ms {_fmt(prof.onnx_ms):>8s} ms",
+                flush=True,
+            )
+    if args.markdown:
+        print(f"CPU latency per face, batch 1, {args.threads} thread(s), median of {args.repeats}.\n")
+        print("| model | input | params | GFLOPs | torch ms/face | ORT ms/face | notes |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+        for r in rows:
+            print(
+                f"| {r['name']} | {r['in_chans']}x{r['input_size']} | {r['params'] / 1e6:.2f}M | {r['flops'] / 1e9:.3f} "
+                f"| {_fmt(r['torch_ms'])} | {_fmt(r['onnx_ms'])} | {r['description']} |"
+            )
+    if args.json:
+        text = json.dumps({"threads": args.threads, "models": rows}, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as fh:
+                fh.write(text + "\n")
+    return 0
