@@ -16,6 +16,7 @@ VERBS: tuple[str, ...] = (
     "classify",
     "benchmark",
     "fetch",
+    "serve",
     "models_cmd",
 )
 
