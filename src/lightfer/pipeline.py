@@ -135,6 +135,17 @@ class Analyzer:
                 log.exception("%s: analysis failed", source)
                 yield FrameResult(source=source, error=f"{source}: analysis failed ({type(e).__name__}: {e})")
 
+    def stream(self, source: str | int, *, stride: int = 1, fps: float | None = None, max_faces: int | None = None,
+               smoothing: str = "ema", **options) -> Iterator[FrameResult]:
+        """Analyse a video file, camera index or stream URL lazily: one :class:`FrameResult` per analysed frame.
+
+        Faces carry ``track_id`` and ``smoothed_probs``; results carry ``frame_index`` and ``timestamp``.
+        Options (``smoothing_alpha``, ``window``, ``tracker``, ...): see :func:`lightfer.video.stream`.
+        """
+        from lightfer.video import stream
+
+        return stream(self, source, stride=stride, fps=fps, max_faces=max_faces, smoothing=smoothing, **options)
+
     def classify(self, crops: Sequence[ImageInput]) -> np.ndarray:
         """Probabilities ``(N, C)`` for images that are already face crops (any size; no detection)."""
         return self.classifier.predict([read_image(c) for c in crops])

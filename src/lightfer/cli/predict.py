@@ -14,6 +14,7 @@ from lightfer.cli.common import (
     write_csv,
     write_json,
 )
+from lightfer.cli.video import VIDEO_EPILOG, add_video_arguments, run_video, wants_video
 
 EPILOG = """examples:
   lightfer predict examples/group.jpg
@@ -21,7 +22,7 @@ EPILOG = """examples:
   lightfer predict a.jpg b.png --json - --quiet           # JSON on stdout
   lightfer predict big.jpg --max-size 1920 --min-face-size 24 --score-threshold 0.7
   lightfer predict photos/ --csv faces.csv --threads 2
-exit code: 0 when every input was analysed, 1 when any failed (each failure is named on stderr)."""
+exit code: 0 when every input was analysed, 1 when any failed (each failure is named on stderr).""" + VIDEO_EPILOG
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders, or one video file / stream URL")
     add_model_options(p)
     g = p.add_argument_group("detector")
     g.add_argument("--score-threshold", type=float, default=0.5, help="minimum face score (default 0.5)")
@@ -47,11 +48,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="upscale images whose longer side is below this before detection (0 = never)")
     add_output_options(p)
     p.add_argument("--save-dir", metavar="DIR", help="write annotated copies here (inputs are never overwritten)")
+    add_video_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Analyse every input; returns 1 when any failed."""
+    if wants_video(args):
+        return run_video(args)
+    if not args.paths:
+        print("error: give image files, folders, a video, or --camera N", file=sys.stderr)
+        return 2
     set_threads(args.threads)
     from tqdm import tqdm
 
