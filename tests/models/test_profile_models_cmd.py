@@ -1,0 +1,67 @@
+"""``lightfer.eval.profile`` known answers and the ``lightfer models`` verb."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lightfer.cli import models_cmd
+from lightfer.eval.profile import count_flops, profile_model
+from lightfer.models import count_params, create_model
+
+
+def test_flops_known_answers() -> None:
+    assert count_flops(nn.Linear(10, 20), torch.randn(1, 10)) == 2 * 10 * 20
+    conv = nn.Conv2d(1, 4, 3, padding=1)
+    assert count_flops(conv, torch.randn(1, 1, 8, 8)) == 2 * 4 * 9 * 64
+    assert count_flops(conv, torch.randn(2, 1, 8, 8)) == 2 * 2 * 4 * 9 * 64
+
+
+def test_profile_model_matches_direct_counts() -> None:
+    prof = profile_model("shufflenet_v2_x0_5", input_size=48, repeats=2, onnx=True)
+    model = create_model("shufflenet_v2_x0_5", input_size=48)
+    assert prof.params == count_params(model) and prof.input_size == 48 and prof.in_chans == 1
+    assert prof.flops == count_flops(model, torch.randn(1, 1, 48, 48)) > 0
+    assert prof.torch_ms is not None and prof.torch_ms > 0 and prof.onnx_ms is not None and prof.onnx_ms > 0
+    assert prof.threads == torch.get_num_threads()
+    # 48 px takes the stride-1 stem and 96 px the stride-2 one: the same maps, so the same FLOPs
+    assert profile_model("shufflenet_v2_x0_5", input_size=96, latency=False).flops == prof.flops
+    s2 = dict(stem="s2")  # with one stem, FLOPs grow with the area: (80/48)^2 = 2.8
+    big = profile_model("shufflenet_v2_x0_5", input_size=80, latency=False, model_kwargs=s2).flops
+    assert big > 2.5 * profile_model("shufflenet_v2_x0_5", input_size=48, latency=False, model_kwargs=s2).flops
+    # the cost of a student is far below the teacher's
+    teacher = profile_model("swinv2_base", input_size=32, latency=False)
+    student = profile_model("swinv2_student_64", input_size=32, latency=False)
+    assert teacher.flops > 10 * student.flops and teacher.params > 10 * student.params
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    models_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["models", *argv])
+    return args.func(args)
+
+
+def test_models_verb_outputs(capsys, tmp_path) -> None:
+    threads = str(torch.get_num_threads())  # keep the test process's thread count
+    assert _run(["--filter", "shufflenet_v2_x0", "--names-only"]) == 0
+    assert capsys.readouterr().out.split() == ["shufflenet_v2_x0_5"]
+    out = tmp_path / "m.json"
+    assert _run(["shufflenet_v2_x0_5", "swinv2_student_64", "--repeats", "2", "--threads", threads, "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "shufflenet_v2_x0_5" in table and "swinv2_student_64" in table and " ms" in table
+    rows = json.loads(out.read_text())["models"]
+    assert [r["name"] for r in rows] == ["shufflenet_v2_x0_5", "swinv2_student_64"]
+    assert rows[1]["input_size"] == 64 and rows[1]["torch_ms"] > 0 and rows[1]["onnx_ms"] is None
+    assert _run(["swinv2_student_64", "--no-latency", "--markdown", "--threads", threads]) == 0
+    md = capsys.readouterr().out
+    assert "| swinv2_student_64 | 1x64 |" in md and "| - | - |" in md
+
+
+@pytest.mark.parametrize("argv", [["no_such_model"], ["--filter", "zzz"], ["--threads", "0"]])
+def test_models_verb_errors(argv: list[str], capsys) -> None:
+    assert _run(argv) == 2
+    assert "lightfer models:" in capsys.readouterr().err
