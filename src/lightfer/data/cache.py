@@ -1,0 +1,188 @@
+"""Face-aligned crop cache (``lightfer prepare``): seed 000's RetinaFace pre-processing of training data.
+
+Each image is (if small, e.g. 48x48) upscaled with bicubic interpolation and padded, passed to
+the product's :class:`lightfer.detection.FaceDetector`, and the best face is cut with
+:func:`lightfer.alignment.align_face` -- the same crop serving uses. When no face is found the
+dataset's own crop, resized, is kept, and ``face_found`` says so. Output, in one folder:
+
+* ``<split>.npz`` (compressed): ``images`` uint8 ``(N, S, S)`` gray or ``(N, S, S, 3)``, ``labels``
+  int64 ``(N,)``, ``face_found`` bool ``(N,)``, ``scores`` float32 ``(N,)``, ``boxes`` float32
+  ``(N, 4)`` and ``landmarks`` float32 ``(N, 5, 2)`` in source-image pixels (NaN when not found),
+  ``ids`` str ``(N,)``, and ``soft_labels`` float32 ``(N, C)`` for FER+;
+* ``index.json``: classes, crop size and margin, detector settings, per-split counts and
+  detection rates, the source spec.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+from lightfer.data.dataset import FERDataset
+from lightfer.data.images import resize
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = "lightfer-crop-cache"
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """How crops are cut."""
+
+    size: int = 64  # side of the square crop, px
+    margin: float = 0.0  # alignment margin (lightfer.alignment)
+    upscale: float = 4.0  # images whose shorter side is below small_side are enlarged by this (bicubic)
+    small_side: int = 160  # px; larger images are detected at their own size
+    pad: float = 0.25  # padding added on each side, as a fraction of the (upscaled) side
+    border: str = "replicate"  # how the padding is filled: replicate | constant (black)
+
+
+def _pad_upscale(rgb: np.ndarray, s: CropSettings) -> tuple[np.ndarray, float, int, int]:
+    """Upscale (if small) and pad ``rgb (H, W, 3)``; returns the image, its scale and the x / y offsets."""
+    h, w = rgb.shape[:2]
+    scale = float(s.upscale) if min(h, w) < s.small_side else 1.0
+    img = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC) if scale != 1 else rgb
+    py, px = round(img.shape[0] * s.pad), round(img.shape[1] * s.pad)
+    mode = {"replicate": cv2.BORDER_REPLICATE, "constant": cv2.BORDER_CONSTANT}[s.border]
+    img = cv2.copyMakeBorder(img, py, py, px, px, mode, value=(0, 0, 0))
+    return img, scale, px, py
+
+
+def crop_faces(images: np.ndarray, detect: Callable[[np.ndarray], list], settings: CropSettings,
+               progress: bool = False) -> dict[str, np.ndarray]:
+    """Detect + align one face per image of ``images`` uint8 ``(N, H, W[, 3])``.
+
+    ``detect`` maps an RGB uint8 image to a list of ``Face`` (e.g. ``FaceDetector(...).detect``).
+    The face kept is the best-scoring one whose centre lies inside the original (unpadded) image.
+
+    Returns:
+        dict with ``images`` (crops, gray when the input is gray), ``face_found``, ``scores``,
+        ``boxes`` and ``landmarks`` (source pixels) as described in the module doc.
+    """
+    from lightfer.alignment import align_face
+
+    n, gray = len(images), images.ndim == 3
+    size = settings.size
+    crops = np.empty((n, size, size) if gray else (n, size, size, 3), np.uint8)
+    found = np.zeros(n, bool)
+    scores = np.zeros(n, np.float32)
+    boxes = np.full((n, 4), np.nan, np.float32)
+    marks = np.full((n, 5, 2), np.nan, np.float32)
+    it: Sequence[int] | Any = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="prepare", unit="img", leave=False)
+    for i in it:
+        src = images[i]
+        rgb = np.repeat(src[..., None], 3, axis=-1) if gray else src
+        big, scale, px, py = _pad_upscale(rgb, settings)
+        faces = detect(big)
+        h, w = rgb.shape[:2]
+        best = None
+        for f in faces:  # sorted by decreasing score
+            cx = ((f.box[0] + f.box[2]) / 2 - px) / scale
+            cy = ((f.box[1] + f.box[3]) / 2 - py) / scale
+            if 0 <= cx < w and 0 <= cy < h:
+                best = f
+                break
+        if best is None:
+            crop = resize(src, size)
+        else:
+            crop = align_face(big, np.asarray(best.landmarks, np.float64), size, settings.margin)
+            if gray:
+                crop = crop[..., 0]
+            found[i] = True
+            scores[i] = best.score
+            off = np.array([px, py], np.float32)
+            boxes[i] = ((np.asarray(best.box).reshape(2, 2) - off) / scale).ravel()
+            marks[i] = (np.asarray(best.landmarks).reshape(5, 2) - off) / scale
+        crops[i] = crop
+    return {"images": crops, "face_found": found, "scores": scores, "boxes": boxes, "landmarks": marks}
+
+
+def write_split(out_dir: str | Path, split: str, dataset: FERDataset, detect: Callable[[np.ndarray], list],
+                settings: CropSettings, progress: bool = False) -> dict[str, Any]:
+    """Crop one split of ``dataset`` into ``out_dir/<split>.npz``; returns its index entry."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arrays = crop_faces(dataset.images, detect, settings, progress=progress)
+    arrays["labels"] = dataset.labels
+    arrays["ids"] = np.asarray(dataset.ids, dtype=str)
+    if dataset.soft_labels is not None:
+        arrays["soft_labels"] = dataset.soft_labels
+    tmp = out_dir / f".{split}.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(out_dir / f"{split}.npz")  # atomic: a half-written cache never looks complete
+    n, k = len(dataset), int(arrays["face_found"].sum())
+    entry = {"file": f"{split}.npz", "count": n, "faces_found": k, "detection_rate": round(k / n, 4) if n else 0.0,
+             "class_counts": dataset.class_counts().tolist()}
+    log.info("%s: %d/%d faces found (%.1f%%)", split, k, n, 100.0 * entry["detection_rate"])
+    return entry
+
+
+def update_index(out_dir: str | Path, split: str, entry: dict[str, Any], *, dataset: FERDataset,
+                 settings: CropSettings, source: str, model: str | None, detector: dict[str, Any]) -> Path:
+    """Write or update ``out_dir/index.json`` with one split's entry (checks settings agree)."""
+    path = Path(out_dir) / "index.json"
+    index: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    head = {
+        "format": CACHE_FORMAT, "version": CACHE_VERSION, "source": source, "classes": list(dataset.classes),
+        "channels": dataset.channels, "size": settings.size, "margin": settings.margin, "model": model,
+        "upscale": settings.upscale, "small_side": settings.small_side, "pad": settings.pad,
+        "border": settings.border, "detector": detector,
+    }
+    for key in ("classes", "size", "margin", "channels"):
+        if key in index and index[key] != head[key]:
+            raise ValueError(f"{path}: existing cache has {key}={index[key]!r}, this run {head[key]!r}; "
+                             "use another --out folder")
+    splits = index.get("splits", {})
+    splits[split] = {**entry, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    index.update(head)
+    index["splits"] = splits
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(index, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def read_index(path: str | Path) -> dict[str, Any]:
+    """The ``index.json`` of a cache folder (or the file itself), validated."""
+    path = Path(path)
+    index_path = path / "index.json" if path.is_dir() else path
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path}: no crop-cache index (run `lightfer prepare` first)")
+    index = json.loads(index_path.read_text())
+    if index.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{index_path}: not a lightfer crop cache (format {index.get('format')!r})")
+    if index.get("version", 0) > CACHE_VERSION:
+        raise ValueError(f"{index_path}: cache version {index['version']} is newer than this lightfer")
+    index["_dir"] = str(index_path.parent)
+    return index
+
+
+def read_cache(path: str | Path, split: str | None, found_only: bool = False) -> FERDataset:
+    """One split of a crop cache as a :class:`FERDataset` (``meta['face_found']`` per sample)."""
+    index = read_index(path)
+    splits = index.get("splits", {})
+    key = split or "all"
+    if key not in splits:
+        raise FileNotFoundError(f"{index['_dir']}: split {key!r} not in the cache (has {sorted(splits)})")
+    file = Path(index["_dir"]) / splits[key]["file"]
+    with np.load(file, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    keep = arrays["face_found"] if found_only else np.ones(len(arrays["labels"]), bool)
+    ds = FERDataset(images=arrays["images"][keep], labels=arrays["labels"][keep], classes=tuple(index["classes"]),
+                    soft_labels=arrays["soft_labels"][keep] if "soft_labels" in arrays else None,
+                    ids=[str(s) for s in arrays["ids"][keep]], name=f"cache[{key}]",
+                    meta={"face_found": arrays["face_found"][keep], "size": index["size"], "margin": index["margin"]})
+    log.info("%s", ds.summary())
+    return ds
