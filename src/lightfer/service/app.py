@@ -133,6 +133,11 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=exc.headers)
 
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
     async def run_job(fn: Callable[[float], Any], timeout: float) -> Any:
         """``fn(deadline)`` on the inference pool; 503 when too many are pending, 504 after ``timeout``."""
         if app.state.executor is None:  # used without the lifespan (e.g. TestClient outside `with`)
@@ -145,7 +150,10 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
         deadline = time.monotonic() + timeout
 
         def done(_: Any) -> None:
-            loop.call_soon_threadsafe(_release)
+            try:
+                loop.call_soon_threadsafe(_release)
+            except RuntimeError:  # the loop closed while an abandoned analysis finished (shutdown)
+                pass
 
         future = app.state.executor.submit(fn, deadline)
         future.add_done_callback(done)

@@ -107,7 +107,7 @@ async def read_image_body(request: Request, config: ServiceConfig) -> tuple[byte
     if not data:
         raise ServiceError(400, "empty image: the request carried no bytes")
     if len(data) > config.max_upload_bytes:
-        raise ServiceError(413, f"image of more than {config.max_upload_bytes} bytes; the limit is {config.max_upload_bytes}")
+        raise ServiceError(413, f"image too large: more than {config.max_upload_bytes} bytes (the limit)")
     return data, source
 
 
@@ -124,7 +124,7 @@ def _from_json(body: bytes, config: ServiceConfig) -> tuple[bytes, str]:
         if ";base64" not in header:
             raise ServiceError(400, "data URL must be base64-encoded")
     if len(text) > config.max_upload_bytes * 4 // 3 + 4:
-        raise ServiceError(413, f"image of more than {config.max_upload_bytes} bytes; the limit is {config.max_upload_bytes}")
+        raise ServiceError(413, f"image too large: more than {config.max_upload_bytes} bytes (the limit)")
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -147,7 +147,7 @@ def decode_image(data: bytes, config: ServiceConfig, source: str = "upload") -> 
         raise ServiceError(400, f"{source}: could not decode the {fmt.upper()} image: {exc}") from exc
     if width * height > config.max_pixels:
         raise ServiceError(
-            413, f"{source}: image of {width}x{height} = {width * height} pixels; the limit is {config.max_pixels}"
+            413, f"{source}: image too large: {width}x{height} = {width * height} pixels; the limit is {config.max_pixels}"
         )
     from lightfer.io import ImageReadError, read_image
 
@@ -193,7 +193,7 @@ async def save_video_body(request: Request, config: ServiceConfig) -> tuple[str,
         if size == 0:
             raise ServiceError(400, "empty video: the request carried no bytes")
         if size > config.max_video_bytes:
-            raise ServiceError(413, f"video of more than {config.max_video_bytes} bytes; the limit is {config.max_video_bytes}")
+            raise ServiceError(413, f"video too large: more than {config.max_video_bytes} bytes (the limit)")
         with open(path, "rb") as f:
             if sniff_video(f.read(16)) is None:
                 raise ServiceError(415, f"{source}: not a video container we read (expected {VIDEO_TYPES})")
@@ -224,6 +224,6 @@ def probe_video(path: str, config: ServiceConfig, source: str) -> tuple[float, i
     duration = count / fps if count > 0 else 0.0
     if duration > config.max_video_seconds:
         raise ServiceError(
-            413, f"{source}: clip of {duration:.1f} s; the limit is {config.max_video_seconds:g} s"
+            413, f"{source}: clip too long: {duration:.1f} s; the limit is {config.max_video_seconds:g} s"
         )
     return fps, count, duration

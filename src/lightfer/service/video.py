@@ -37,7 +37,7 @@ def analyze_clip(
     step = max(1, int(stride or 1), round(src_fps / fps) if fps else 1)
     if count > 0 and math.ceil(count / step) > config.max_video_frames:
         step = math.ceil(count / config.max_video_frames)
-    from lightfer.video import stream
+    from lightfer.video import VideoReadError, stream
 
     def collect(analyzer: Any) -> list[FrameResult]:
         results: list[FrameResult] = []
@@ -51,7 +51,10 @@ def analyze_clip(
                 break
         return results
 
-    results = model.run(collect, options, deadline)
+    try:
+        results = model.run(collect, options, deadline)
+    except VideoReadError as exc:
+        raise ServiceError(400, f"{source}: {exc}") from exc
     for r in results:
         r.source = source
     return {
