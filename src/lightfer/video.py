@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -259,3 +259,22 @@ def stream(analyzer: Any, source: str | os.PathLike | int | VideoSource, *, stri
                                 smoothing=smoothing, smoothing_alpha=smoothing_alpha, window=window, **options):
         if result is not None:
             yield result
+
+
+def summarize_tracks(results: Iterable[FrameResult], classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Per-person summary of analysed frames, as in the CLI's ``--summary`` (its ``persons`` list).
+
+    Each entry: ``track_id``, ``first_seen``, ``last_seen``, ``time_on_screen`` (s), ``frames``,
+    ``dominant_expression``, ``expression_share`` and ``mean_probs``. ``classes`` default to the
+    probability keys of the first face found.
+    """
+    from lightfer.timeline import SummaryBuilder
+
+    if classes is None:
+        results = list(results)
+        first = next((f for r in results for f in r.faces if f.probs), None)
+        classes = tuple(first.probs) if first is not None else ()
+    builder = SummaryBuilder(classes)
+    for r in results:
+        builder.add(r)
+    return builder.finish()["persons"]

@@ -154,3 +154,20 @@ def render_first(path: Path) -> np.ndarray:
     ok, bgr = cv2.VideoCapture(str(path)).read()
     assert ok
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def test_summarize_tracks_matches_the_stream(analyzer, crossing_clip) -> None:
+    from lightfer.video import summarize_tracks
+
+    path, _ = crossing_clip
+    results = list(analyzer.stream(str(path), stride=2))
+    people = summarize_tracks(results)
+    assert [p["track_id"] for p in people] == [1, 2, 3]
+    counts = {}
+    for r in results:
+        for f in r.faces:
+            counts[f.track_id] = counts.get(f.track_id, 0) + 1
+    assert {p["track_id"]: p["frames"] for p in people} == counts
+    trump = people[1]  # analysed every 0.08 s: frames 0-28 (15 x 0.08) and 38-44 (3 x 0.08 + the last one)
+    assert trump["time_on_screen"] == pytest.approx(15 * 0.08 + 4 * 0.08, abs=0.01)
+    assert summarize_tracks([]) == []
