@@ -44,3 +44,36 @@ def make_client():
     yield make
     for c in clients:
         c.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """URL of a real ``lightfer serve`` (default model) started in a child process on a free loopback port."""
+    pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'lightfer[serve]'")
+    from lightfer.service.load_test import free_port, start_server, wait_healthy
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    proc = start_server(port, ["--log-level", "warning", "--workers", "2"], threads=1, log_path=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, timeout=120)
+    except RuntimeError as exc:
+        proc.kill()
+        pytest.fail(f"{exc}; server log:\n{log.read_text()[-3000:]}")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except Exception:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpeg(astronaut, tmp_path_factory):
+    """scikit-image's astronaut (one smiling face) as a JPEG file."""
+    from service_fakes import encode
+
+    path = tmp_path_factory.mktemp("photos") / "astronaut.jpg"
+    path.write_bytes(encode(astronaut))
+    return path

@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--url", help="bench an already running server instead of starting one")
     b.add_argument("--requests", type=int, default=500, help="requests to send (default 500)")
     b.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default 8)")
+    b.add_argument("--warmup", type=int, default=10, help="untimed requests sent first, one at a time (default 10)")
     b.add_argument("--image", help="image to post (default: the bundled 640x480 four-face example)")
     b.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=run)
@@ -134,7 +135,8 @@ def _bench(args: argparse.Namespace) -> int:
                 return 1
         print(f"warming up, then {args.requests} requests at concurrency {args.concurrency} "
               f"posting {image_path.name} to {url}", file=sys.stderr)
-        run_load(url, image, filename=image_path.name, requests=min(10, args.requests), concurrency=1)
+        if args.warmup > 0:
+            run_load(url, image, filename=image_path.name, requests=args.warmup, concurrency=1)
         report = run_load(url, image, filename=image_path.name, requests=args.requests,
                           concurrency=args.concurrency)
     finally:
