@@ -175,3 +175,14 @@ def test_help_lists_video_examples() -> None:
                  "--smoothing-alpha", "--window", "--max-faces", "rtsp://"):
         assert flag in text
     assert isinstance(build_parser(), argparse.ArgumentParser)
+
+
+def test_benchmark_video_option(capsys: pytest.CaptureFixture) -> None:
+    from lightfer.eval.video_bench import format_video_table
+
+    assert main(["benchmark", "--video", "missing_clip.mp4"]) == 1
+    assert "missing_clip.mp4" in capsys.readouterr().err
+    row = {"backend": "onnx", "threads": 2, "frames": 150, "faces_per_frame": 4.0, "fps": 12.5, "size": [640, 480],
+           "cpu_ms_per_frame": 150.0, "ms_per_frame": {"detect": 60.0, "align": 1.0, "classify": 3.0, "track": 1.5}}
+    table = format_video_table([row])
+    assert "640x480" in table and "4.0 faces/frame" in table and "12.5" in table and "track ms" in table

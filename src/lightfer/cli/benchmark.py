@@ -9,6 +9,8 @@ EPILOG = """examples:
   lightfer benchmark                                  # bundled 640x480 4-face image, ONNX + torch, 1 and 2 threads
   lightfer benchmark --backends onnx --threads 1 --repeats 100
   lightfer benchmark --image my.jpg --json bench.json
+  lightfer benchmark --video --backends onnx          # end-to-end video frames/s, synthetic 640x480 4-face clip
+  lightfer benchmark --video clip.mp4 --threads 1 2 4
 each configuration runs in a fresh process (torch threads are set once per process);
 figures are medians after 3 warm-up runs."""
 
@@ -29,11 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to measure")
     p.add_argument("--repeats", type=int, default=30, help="timed runs per configuration")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--video", nargs="?", const="", metavar="CLIP",
+                   help="end-to-end video frames/s (tracking included) on CLIP, or on a synthetic 640x480 4-face clip")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Measure and print the table."""
+    if args.video is not None:
+        from lightfer.eval.video_bench import run_cli
+
+        return run_cli(args.video or None, args.threads, args.backends, args.model, args.json)
     from pathlib import Path
 
     from lightfer.eval.benchmark import default_image, format_table, machine_info, run_all

@@ -117,35 +117,37 @@ def measure(clip: Path, threads: int, model: str, backend: str, warmup: int = 5)
     frames = faces = 0
     stages: dict[str, float] = {}
     src = VideoSource(str(clip))
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for _, result in iter_video(analyzer, src):
         frames += 1
         faces += len(result.faces)
         for k, v in result.timings.items():
             stages[k] = stages.get(k, 0.0) + v
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"threads": threads, "backend": backend, "frames": frames, "faces_per_frame": faces / max(frames, 1),
             "seconds": elapsed, "fps": frames / elapsed, "size": list(src.size),
+            "cpu_ms_per_frame": cpu / max(frames, 1) * 1e3,  # all threads; on a busy machine 1000/this (1 thread)
             "ms_per_frame": {k: v / max(frames, 1) for k, v in stages.items()}}
 
 
 def run_video_benchmark(threads: Sequence[int] = (1, 2), *, n_frames: int = 150, model: str = "fer_mini_xception",
-                        backend: str = "onnx", clip: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """Measure end-to-end frames/s on ``clip`` (default: a synthetic 640x480 four-face clip) per thread count."""
+                        backends: Sequence[str] = ("onnx",), clip: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """End-to-end frames/s on ``clip`` (default: a synthetic 640x480 four-face clip), per backend and thread count."""
     tmp = None
     if clip is None:
         tmp = tempfile.TemporaryDirectory()
         clip = write_clip(Path(tmp.name) / "bench.mp4", benchmark_actors(), n_frames=n_frames, fps=25.0)
     rows = []
     try:
-        for n in threads:
-            cmd = [sys.executable, "-m", "lightfer.eval.video_bench", "--clip", str(clip), "--threads", str(n),
-                   "--model", model, "--backend", backend]
-            env = {**os.environ, "OMP_NUM_THREADS": str(n)}
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                raise RuntimeError(f"video benchmark worker failed ({n} threads):\n{proc.stderr[-3000:]}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        for backend in backends:
+            for n in threads:
+                cmd = [sys.executable, "-m", "lightfer.eval.video_bench", "--clip", str(clip), "--threads", str(n),
+                       "--model", model, "--backends", backend]
+                env = {**os.environ, "OMP_NUM_THREADS": str(n)}
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"video benchmark worker failed ({backend}, {n} threads):\n{proc.stderr[-3000:]}")
+                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -156,27 +158,46 @@ def format_video_table(rows: list[dict[str, Any]]) -> str:
     """Readable table: threads, frames/s, faces per frame, ms per stage."""
     stages = [k for k in ("detect", "align", "classify", "track") if k in rows[0]["ms_per_frame"]]
     w, h = rows[0]["size"]
-    lines = [f"video: {w}x{h}, {rows[0]['frames']} frames, {rows[0]['faces_per_frame']:.1f} faces/frame, "
-             f"{rows[0]['backend']}; end to end (decode + detect + align + classify + track + smooth)",
-             f"{'threads':>7s} {'frames/s':>9s} " + " ".join(f"{s + ' ms':>12s}" for s in stages)]
+    lines = [f"video: {w}x{h}, {rows[0]['frames']} frames, {rows[0]['faces_per_frame']:.1f} faces/frame; "
+             "end to end (decode + detect + align + classify + track + smooth), one pass after warm-up",
+             f"{'backend':8s} {'threads':>7s} {'frames/s':>9s} {'cpu ms/frame':>12s} "
+             + " ".join(f"{s + ' ms':>12s}" for s in stages)]
     for r in rows:
-        lines.append(f"{r['threads']:7d} {r['fps']:9.1f} " + " ".join(f"{r['ms_per_frame'][s]:12.2f}" for s in stages))
+        lines.append(f"{r['backend']:8s} {r['threads']:7d} {r['fps']:9.1f} {r['cpu_ms_per_frame']:12.1f} "
+                     + " ".join(f"{r['ms_per_frame'][s]:12.2f}" for s in stages))
     return "\n".join(lines)
 
 
+def run_cli(clip: str | None, threads: Sequence[int], backends: Sequence[str], model: str,
+            json_path: str | None = None, n_frames: int = 150) -> int:
+    """``lightfer benchmark --video [CLIP]``: print the table (and write JSON); returns the exit code."""
+    from lightfer.eval.benchmark import machine_info
+
+    if clip is not None and not Path(clip).is_file():
+        print(f"error: {clip}: no such video file", file=sys.stderr)
+        return 1
+    rows = run_video_benchmark(threads, n_frames=n_frames, model=model, backends=backends, clip=clip)
+    info = machine_info()
+    print(f"machine: {info['cpu']}, {info['cores']} cores; torch {info['torch']}, onnxruntime {info['onnxruntime']}")
+    print(format_video_table(rows))
+    if json_path:
+        Path(json_path).write_text(json.dumps({"machine": info, "clip": clip or "synthetic", "rows": rows}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Worker entry used by :func:`run_video_benchmark`; also ``python -m lightfer.eval.video_bench`` alone."""
+    """Worker entry (``--clip``) used by :func:`run_video_benchmark`; without ``--clip`` runs the benchmark."""
     ap = argparse.ArgumentParser(description="end-to-end video frames/s")
-    ap.add_argument("--clip", help="video to measure (worker mode); omit to run the whole benchmark")
+    ap.add_argument("--clip", help="video to measure in this process (worker mode)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--model", default="fer_mini_xception")
-    ap.add_argument("--backend", default="onnx")
+    ap.add_argument("--backends", nargs="+", default=["onnx"])
+    ap.add_argument("--frames", type=int, default=150, help="length of the synthetic clip")
     a = ap.parse_args(argv)
     if a.clip:
-        print(json.dumps(measure(Path(a.clip), a.threads[0], a.model, a.backend)))
-    else:
-        print(format_video_table(run_video_benchmark(a.threads, model=a.model, backend=a.backend)))
-    return 0
+        print(json.dumps(measure(Path(a.clip), a.threads[0], a.model, a.backends[0])))
+        return 0
+    return run_cli(None, a.threads, a.backends, a.model, n_frames=a.frames)
 
 
 if __name__ == "__main__":
