@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import numpy as np
 import pytest
 
 
@@ -51,3 +52,25 @@ def test_load_run_counts_failures(live_server):
     assert report.errors == 6 and report.ok == 0 and report.status_counts == {"415": 6}
     with pytest.raises(ValueError):
         run_load(live_server, b"", requests=0)
+
+
+def test_live_video_clip(live_server, astronaut, tmp_path):
+    import cv2
+
+    path = tmp_path / "astronaut.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (256, 256))
+    small = cv2.resize(cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR), (256, 256))
+    for i in range(8):
+        writer.write(np.roll(small, 2 * i, axis=1))  # the face moves a little to the right
+    writer.release()
+    with path.open("rb") as f:
+        r = httpx.post(f"{live_server}/v1/analyze/video", files={"file": ("astronaut.mp4", f, "video/mp4")},
+                       timeout=120)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["frames_analysed"] == 8 and all(len(t["faces"]) == 1 for t in body["timeline"])
+    assert len({t["faces"][0]["track_id"] for t in body["timeline"]}) == 1
+    xs = [t["faces"][0]["box"][0] for t in body["timeline"]]
+    assert xs[-1] - xs[0] > 5  # the boxes follow the moving face
+    (person,) = body["people"]
+    assert person["frames"] == 8 and person["dominant_expression"] == "happy"

@@ -28,7 +28,6 @@ def post_video(client, data: bytes, query: str = "", name: str = "clip.mp4", cty
 
 
 def test_timeline_and_people(make_client, clip):
-    pytest.importorskip("lightfer.video")
     client, built = make_client()
     r = post_video(client, clip)
     assert r.status_code == 200, r.text
@@ -47,7 +46,6 @@ def test_timeline_and_people(make_client, clip):
 
 
 def test_stride_fps_and_frame_cap(make_client, clip):
-    pytest.importorskip("lightfer.video")
     client, _ = make_client(max_video_frames=5)
     body = post_video(client, clip, "?stride=2").json()
     assert body["stride"] == 3 and body["frames_analysed"] == 4  # raised so that <= 5 frames are analysed
@@ -56,7 +54,6 @@ def test_stride_fps_and_frame_cap(make_client, clip):
 
 
 def test_thresholds_apply_to_video(make_client, clip):
-    pytest.importorskip("lightfer.video")
     client, built = make_client()
     body = post_video(client, clip, "?score_threshold=0.7").json()
     assert all(len(t["faces"]) == 1 for t in body["timeline"])
@@ -99,7 +96,6 @@ def test_raw_video_body_and_unsupported_content_type(make_client, clip):
 
 
 def test_video_timeout(make_client, clip):
-    pytest.importorskip("lightfer.video")
     client, _ = make_client(delay=0.2, video_timeout_s=0.3)
     r = post_video(client, clip)
     assert r.status_code == 504 and "timeout" in r.json()["detail"]
