@@ -257,7 +257,11 @@ def plot_timelines(summary: SummaryBuilder, out_dir: str | os.PathLike, *, dpi: 
         strip = np.array([colors[k] for k in p.argmax(1)])[None]  # (1, T, 3)
         ax_strip.imshow(strip, aspect="auto", extent=(t[0], t[-1], 0, 1), interpolation="nearest")
         ax_strip.set_yticks([])
-        ax_strip.set_title(f"person #{tid}: smoothed expression over time", fontsize=9)
+        ps = summary.persons[tid]
+        share = ps.label_seconds / max(ps.label_seconds.sum(), 1e-12)
+        k = int(np.argmax(share))
+        ax_strip.set_title(f"person #{tid}: {ps.seconds:.1f} s on screen, mostly {summary.classes[k]} "
+                           f"({share[k] * 100:.0f}%)", fontsize=9)
         fig.tight_layout()
         path = out / f"person_{tid:03d}.png"
         fig.savefig(path, dpi=dpi)

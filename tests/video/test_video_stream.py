@@ -171,3 +171,32 @@ def test_summarize_tracks_matches_the_stream(analyzer, crossing_clip) -> None:
     trump = people[1]  # analysed every 0.08 s: frames 0-28 (15 x 0.08) and 38-44 (3 x 0.08 + the last one)
     assert trump["time_on_screen"] == pytest.approx(15 * 0.08 + 4 * 0.08, abs=0.01)
     assert summarize_tracks([]) == []
+
+
+def test_http_url_is_read_as_a_stream(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    plain_clip(tmp_path / "served.mp4", 12, fps=12.0)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/served.mp4"
+        assert is_video_source(url)
+        with VideoSource(url) as src:
+            assert not src.is_live and src.frame_count == 12  # a served file keeps its length and timestamps
+            frames = list(src)
+        assert [f.index for f in frames] == list(range(12))
+        assert frames[-1].timestamp == pytest.approx(11 / 12, abs=1e-3)
+        with pytest.raises(VideoReadError, match="missing.mp4"):
+            VideoSource(url.replace("served", "missing"))
+    finally:
+        server.shutdown()
+        server.server_close()
