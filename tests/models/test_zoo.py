@@ -189,3 +189,24 @@ def test_one_sgd_step_reduces_loss(name: str) -> None:
     with torch.no_grad():
         loss1 = F.cross_entropy(model(x), y)
     assert loss1 < loss0 - 1e-4, (float(loss0), float(loss1))
+
+
+@pytest.mark.parametrize("size", [64, 96, 112, 224])
+@pytest.mark.parametrize("window", [7, 8])
+def test_swin_face_sizes(size: int, window: int) -> None:
+    """64/96/112/224 px faces with either window: planned shapes, padded windows, finite logits."""
+    model = create_model(
+        "swinv2_tiny", input_size=size, window_size=window, depths=(1, 2, 1, 1), embed_dim=12, num_heads=(1, 1, 2, 2)
+    ).eval()
+    sides = [size // 4]
+    for _ in range(3):
+        sides.append(-(-sides[-1] // 2))
+    assert model.feat_sizes == sides
+    for side, stage in zip(sides, model.stages):
+        for blk in stage.blocks:
+            assert blk.window_size == min(window, side)
+            assert blk.shift_size in ((0,) if side <= window else (0, window // 2))
+    assert model.stages[1].blocks[1].shift_size == (window // 2 if sides[1] > window else 0)
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, size, size))
+    assert out.shape == (1, 7) and torch.isfinite(out).all()

@@ -51,7 +51,8 @@ class FFE(nn.Module):
 
     ``X = conv3x3(x)`` split into X_1..X_n; ``Y^L_i = P^L_i(X_i + Y^L_{i-1})`` (i ascending),
     ``Y^R_i = P^R_i(X_i + Y^R_{i+1})`` (i descending), ``Y_i = Y^L_i + Y^R_i``; the concatenated Y_i
-    are fused by a 1x1 conv and added to ``x``.
+    are fused by a 1x1 conv and added to ``x``. Every conv is conv-BN-ReLU except the fuse (conv-BN);
+    a ReLU follows the residual sum, as in a ResNet block.
     """
 
     def __init__(self, channels: int, groups: int = 4) -> None:
