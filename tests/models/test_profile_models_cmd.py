@@ -65,3 +65,10 @@ def test_models_verb_outputs(capsys, tmp_path) -> None:
 def test_models_verb_errors(argv: list[str], capsys) -> None:
     assert _run(argv) == 2
     assert "lightfer models:" in capsys.readouterr().err
+
+
+def test_models_verb_is_wired_into_lightfer(capsys) -> None:
+    from lightfer.cli import main
+
+    assert main(["models", "--names-only", "--filter", "swinv2_student"]) == 0
+    assert capsys.readouterr().out.split() == ["swinv2_student_112", "swinv2_student_64"]
