@@ -18,6 +18,8 @@ VERBS: tuple[str, ...] = (
     "fetch",
     "serve",
     "models_cmd",
+    "prepare",
+    "eval_cmd",
 )
 
 EPILOG = """examples:

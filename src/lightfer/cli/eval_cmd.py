@@ -1,0 +1,126 @@
+"""``lightfer eval``: score an expression model on a dataset split, or the face detector on WIDER FACE."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lightfer.cli.common import set_threads
+
+EPILOG = """examples:
+  lightfer eval fer_mini_xception --data fer2013:/data/fer2013.csv.gz --split test
+  lightfer eval fer_mini_xception --data fer2013:/data/fer2013.csv.gz --split test --tta --out reports/mini
+  lightfer eval runs/train/best.pt --data ferplus:/data/fer2013.csv.gz,/data/fer2013new.csv --split test
+  lightfer eval shufflenet_v2_x1_0 --weights my.safetensors --data cache:crops/fer64 --split test
+  lightfer eval --detector --data wider:/data/wider_face_val_subset --out reports/det
+prints a table (accuracy, UAR, macro/weighted P/R/F1, one-vs-rest AUC, per-class figures, confusion
+matrix, params, FLOPs, latency per face) and with --out writes report.json and confusion.png there.
+Dataset specs: see `docs/data_eval.md` (fer2013, ferplus, folder, rafdb, affectnet, ckplus, cache)."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` verb."""
+    p = sub.add_parser(
+        "eval",
+        help="evaluate an expression model on a dataset (or the face detector on WIDER FACE)",
+        description="Evaluate a registered model or a training checkpoint on a dataset split.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", nargs="?", metavar="CHECKPOINT_OR_MODEL",
+                   help="training checkpoint file or registered model name")
+    p.add_argument("--data", required=True, metavar="SPEC", help="dataset spec (wider:DIR with --detector)")
+    p.add_argument("--split", default="test", help="split to evaluate: train, val, test or all (default test)")
+    p.add_argument("--weights", help="safetensors / .pt state dict for a registered model name")
+    p.add_argument("--tta", action="store_true", help="average with the horizontally mirrored crop")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--limit", type=int, help="only the first N samples (smoke runs)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--threads", type=int, help="CPU threads (set once for the process)")
+    p.add_argument("--out", metavar="DIR", help="write report.json and confusion.png here")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE ('-' = stdout)")
+    g = p.add_argument_group("detector")
+    g.add_argument("--detector", action="store_true", help="score the face detector on a WIDER-format folder")
+    g.add_argument("--det-backend", choices=["onnx", "torch"], default="onnx")
+    g.add_argument("--det-score", type=float, default=0.5, help="operating threshold for recall / precision")
+    p.set_defaults(func=run)
+
+
+def _emit(report: dict, table: str, args: argparse.Namespace) -> None:
+    from lightfer.eval.report import write_json
+
+    print(table, file=sys.stderr if args.json == "-" else sys.stdout)
+    if args.out:
+        path = write_json(report, Path(args.out) / "report.json")
+        print(f"report: {path}", file=sys.stderr if args.json == "-" else sys.stdout)
+    if args.json == "-":
+        from lightfer.eval.report import _jsonable
+
+        json.dump(_jsonable(report), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.json:
+        write_json(report, args.json)
+
+
+def _run_detector(args: argparse.Namespace) -> int:
+    from lightfer.detection import FaceDetector
+    from lightfer.eval.detection import evaluate_detector
+
+    kind, _, root = args.data.partition(":")
+    if kind != "wider" or not root:
+        print(f"error: --detector needs --data wider:DIR, got {args.data!r}", file=sys.stderr)
+        return 2
+    det = FaceDetector(args.det_backend, threads=args.threads, score_threshold=0.02)
+    try:
+        r = evaluate_detector(det.detect, root, operating_threshold=args.det_score, limit=args.limit,
+                              progress=sys.stderr.isatty())
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    r["detector"] = {"model": "RetinaFace MobileNet-0.25", "backend": args.det_backend, "nms_iou": det.cfg.nms_iou,
+                     "max_size": det.cfg.max_size}
+    lines = [f"WIDER-format {root}: {r['images']} images, {r['valid_faces']} valid faces "
+             f"({r['ignored_faces']} invalid ignored)",
+             f"AP@0.5 {100 * r['ap']:.2f}%   max recall {100 * r['recall_max']:.2f}%   "
+             f"at score>={r['operating_threshold']}: recall {100 * r['recall']:.2f}%  precision {100 * r['precision']:.2f}%",
+             "recall by face height: " + ", ".join(f"{k} {100 * v['recall']:.1f}% (n={v['faces']})"
+                                                   for k, v in r["recall_by_height"].items() if v["recall"] is not None),
+             "recall by event: " + ", ".join(f"{k} {100 * v['recall']:.1f}%" for k, v in r["recall_by_event"].items()),
+             f"{r['ms_per_image']:.1f} ms/image ({args.det_backend})"]
+    _emit(r, "\n".join(lines), args)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate; returns 1 on a data / model error, 2 on a usage error."""
+    set_threads(args.threads)
+    if args.detector:
+        return _run_detector(args)
+    if not args.model:
+        print("error: give a checkpoint or model name (or --detector)", file=sys.stderr)
+        return 2
+    from lightfer.data import build_dataset
+    from lightfer.eval.evaluate import evaluate_classifier, load_classifier
+    from lightfer.eval.report import format_table, plot_confusion
+
+    try:
+        model = load_classifier(args.model, args.weights)
+        ds = build_dataset(args.data, None if args.split == "all" else args.split)
+        if args.limit:
+            ds = ds.subset(range(min(args.limit, len(ds))))
+        report = evaluate_classifier(model, ds, batch_size=args.batch_size, tta_flip=args.tta,
+                                     latency=not args.no_latency)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    report["data"] = args.data
+    report["split"] = args.split
+    title = (f"{report['model']} on {report['dataset']} ({report['evaluated']} of {report['dataset_size']} samples"
+             f"{', flip TTA' if args.tta else ''})")
+    if args.out:
+        png = plot_confusion(report["confusion_matrix"], report["classes"], Path(args.out) / "confusion.png",
+                             title=title)
+        report["confusion_png"] = str(png)
+    _emit(report, format_table(report, title), args)
+    return 0

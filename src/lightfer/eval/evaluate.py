@@ -1,0 +1,135 @@
+"""Score an expression classifier on a dataset split: metrics, cost and the report of ``lightfer eval``.
+
+The model input is made exactly as serving makes it (:func:`lightfer.data.transforms.crops_to_input`
+mirrors ``ExpressionClassifier.prepare``), and dataset labels are matched to the model's
+classes by canonical name (classes the model lacks are dropped, with a warning).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lightfer.data.dataset import FERDataset
+from lightfer.data.labels import LabelError, canonical_name
+from lightfer.data.transforms import crops_to_input
+from lightfer.eval.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+
+def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            return obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state dict (or a dict holding 'model'), got {type(obj).__name__}")
+    return obj
+
+
+def load_classifier(model: str, weights: str | None = None, **create_kwargs: Any) -> nn.Module:
+    """A classifier in eval mode from a registered name or a training checkpoint.
+
+    Args:
+        model: a registered model name (its pretrained weights load unless ``weights`` is given),
+            or a checkpoint file written by ``lightfer train`` (``model_name``, ``model``, ``pretrained_cfg``).
+        weights: a ``.safetensors`` / ``.pt`` state dict (or a dict with ``model``) for the named model.
+        **create_kwargs: ``create_model`` overrides (``classes``, ``in_chans``, ``input_size``).
+    """
+    from lightfer.models import create_model, list_models
+
+    path = Path(model)
+    if path.is_file():
+        from lightfer.train.checkpoint import load_model_from_checkpoint
+
+        return load_model_from_checkpoint(path)
+    if model not in list_models():
+        raise FileNotFoundError(f"{model!r} is neither a file nor a registered model ({', '.join(list_models())})")
+    if weights is None:
+        return create_model(model, pretrained=True, **create_kwargs).eval()
+    net = create_model(model, **create_kwargs)
+    wpath = Path(weights)
+    if not wpath.is_file():
+        raise FileNotFoundError(f"{wpath}: weights file not found")
+    missing, unexpected = net.load_state_dict(_state_dict(wpath), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{wpath}: weights do not fit {model}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return net.eval()
+
+
+def align_labels(dataset: FERDataset, classes: tuple[str, ...]) -> FERDataset:
+    """``dataset`` re-indexed into the model's ``classes`` (by name; absent classes dropped)."""
+    try:
+        [canonical_name(c) for c in classes]
+    except LabelError:
+        if len(classes) != dataset.num_classes:
+            raise LabelError(f"model classes {classes} are not expression names and their number differs from "
+                             f"{dataset.name}'s {dataset.classes}") from None
+        log.warning("model classes %s are not expression names; assuming the dataset's order %s", classes,
+                    dataset.classes)
+        return dataset
+    return dataset.remap(classes, drop_missing=True)
+
+
+def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int = 256, tta_flip: bool = False) -> np.ndarray:
+    """Softmax probabilities ``(N, C)`` of uint8 crops ``(N, H, W[, 3])`` (optionally averaged with mirrors)."""
+    cfg = model.pretrained_cfg
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(crops_to_input(images[i:i + batch_size], cfg))
+            p = model(x).float().softmax(1)
+            if tta_flip:
+                p = (p + model(x.flip(-1)).float().softmax(1)) / 2
+            out.append(p.numpy())
+    n_cls = len(cfg.classes)
+    return np.concatenate(out) if out else np.zeros((0, n_cls), np.float32)
+
+
+def model_cost(model: nn.Module, latency: bool = True, repeats: int = 30) -> dict[str, Any]:
+    """Parameters, FLOPs (2 x MACs, batch 1) and eager batch-1 latency in ms per face."""
+    from lightfer.eval.profile import count_flops, time_torch
+    from lightfer.models import count_params
+
+    cfg = model.pretrained_cfg
+    example = torch.randn(1, cfg.in_chans, cfg.input_size, cfg.input_size, generator=torch.Generator().manual_seed(0))
+    cost: dict[str, Any] = {"params": count_params(model), "flops": count_flops(model, example),
+                            "input": [1, cfg.in_chans, cfg.input_size, cfg.input_size],
+                            "threads": torch.get_num_threads(), "backend": "torch eager"}
+    cost["latency_ms"] = time_torch(model, example, repeats=repeats) if latency else None
+    return cost
+
+
+def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: int = 256, tta_flip: bool = False,
+                        latency: bool = True) -> dict[str, Any]:
+    """The full report of ``lightfer eval`` for one dataset split (see :mod:`lightfer.eval.metrics`)."""
+    cfg = model.pretrained_cfg
+    ds = align_labels(dataset, tuple(cfg.classes))
+    if len(ds) == 0:
+        raise ValueError(f"{dataset.name}: no samples of the model's classes {cfg.classes}")
+    t0 = time.perf_counter()
+    probs = predict_probs(model.eval(), ds.images, batch_size, tta_flip)
+    wall = time.perf_counter() - t0
+    report = classification_metrics(ds.labels, probs, list(cfg.classes))
+    report.update({
+        "model": getattr(model, "model_name", type(model).__name__), "dataset": dataset.name,
+        "dataset_size": len(dataset), "evaluated": len(ds), "dropped": len(dataset) - len(ds),
+        "tta_flip": tta_flip, "input_size": cfg.input_size, "in_chans": cfg.in_chans,
+        "throughput_img_s": round(len(ds) / wall, 1) if wall > 0 else None,
+        "batch_size": batch_size,
+    })
+    if "face_found" in ds.meta:
+        found = np.asarray(ds.meta["face_found"])
+        report["face_found_rate"] = float(found.mean()) if len(found) else None
+    report["cost"] = model_cost(model, latency=latency)
+    return report

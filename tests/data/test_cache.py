@@ -1,0 +1,136 @@
+"""The aligned-crop cache (`lightfer prepare`): fake-detector geometry, real photos, round trip, real FER2013."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from lightfer.cli import main
+from lightfer.data import FERDataset, build_dataset
+from lightfer.data.cache import CropSettings, crop_faces, read_cache, update_index, write_split
+from lightfer.structures import Face
+
+from .synth import write_png
+
+# landmarks of a frontal face inside a 48x48 image (eyes, nose, mouth corners), source pixels
+SRC_MARKS = np.array([[16, 20], [32, 20], [24, 28], [18, 36], [30, 36]], np.float32)
+
+
+def fake_detector(settings: CropSettings, src_side: int = 48, marks: np.ndarray = SRC_MARKS):
+    """Reports the face where ``marks`` land after the cache's upscale + pad, and records the image it saw."""
+    seen = []
+
+    def detect(image: np.ndarray) -> list[Face]:
+        seen.append(image.shape)
+        scale = settings.upscale if src_side < settings.small_side else 1.0
+        off = round(src_side * scale * settings.pad)
+        pts = marks * scale + off
+        box = np.r_[pts.min(0) - 10, pts.max(0) + 10].astype(np.float32)
+        return [Face(box=box, score=0.9, landmarks=pts.astype(np.float32))]
+
+    return detect, seen
+
+
+def test_crop_geometry_maps_back_to_source_pixels():
+    s = CropSettings(size=32, margin=0.1, upscale=4, pad=0.25)
+    detect, seen = fake_detector(s)
+    imgs = np.random.default_rng(0).integers(0, 255, (2, 48, 48), dtype=np.uint8)
+    out = crop_faces(imgs, detect, s)
+    assert seen == [(288, 288, 3)] * 2  # 48 * 4 = 192, plus 25% per side
+    assert out["images"].shape == (2, 32, 32) and out["face_found"].all()
+    np.testing.assert_allclose(out["landmarks"][0], SRC_MARKS, atol=1e-4)
+    np.testing.assert_allclose(out["boxes"][0], [16 - 2.5, 20 - 2.5, 32 + 2.5, 36 + 2.5], atol=1e-4)
+    # the crop is the product's alignment of the upscaled image
+    from lightfer.alignment import align_face
+
+    big = cv2.copyMakeBorder(cv2.resize(np.repeat(imgs[1][..., None], 3, -1), (192, 192), interpolation=cv2.INTER_CUBIC),
+                             48, 48, 48, 48, cv2.BORDER_REPLICATE)
+    ref = align_face(big, SRC_MARKS * 4 + 48, 32, 0.1)[..., 0]
+    np.testing.assert_array_equal(out["images"][1], ref)
+
+
+def test_no_face_or_face_in_padding_falls_back_to_own_crop():
+    s = CropSettings(size=24)
+    imgs = np.random.default_rng(1).integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
+    out = crop_faces(imgs[:1], lambda im: [], s)
+    assert not out["face_found"][0] and np.isnan(out["boxes"][0]).all()
+    np.testing.assert_array_equal(out["images"][0], cv2.resize(imgs[0], (24, 24), interpolation=cv2.INTER_AREA))
+    # a face found only in the padding (centre outside the original image) is not taken
+    outside = np.array([[1, 1], [5, 1], [3, 3], [1, 5], [5, 5]], np.float32)
+    out = crop_faces(imgs[1:], lambda im: [Face(box=np.array([0, 0, 8, 8], np.float32), score=0.99, landmarks=outside)], s)
+    assert not out["face_found"][0]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from lightfer.detection import FaceDetector
+
+    return FaceDetector()
+
+
+def test_real_detector_on_small_gray_and_photo_faces(detector, astronaut, portraits):
+    from lightfer.io import read_image
+
+    gray = cv2.cvtColor(astronaut, cv2.COLOR_RGB2GRAY)
+    fer_like = cv2.resize(gray[40:200, 150:300], (48, 48), interpolation=cv2.INTER_AREA)  # a FER-sized face
+    blank = np.full((48, 48), 128, np.uint8)
+    out = crop_faces(np.stack([fer_like, blank]), detector.detect, CropSettings(size=64, margin=0.15))
+    np.testing.assert_array_equal(out["face_found"], [True, False])
+    eyes = out["landmarks"][0, :2]
+    assert 5 < eyes[0, 0] < eyes[1, 0] < 43 and 5 < eyes[:, 1].mean() < 30  # eyes in the upper part, left-right order
+    photo = cv2.resize(read_image(portraits["trump"]), (200, 200))
+    out = crop_faces(photo[None], detector.detect, CropSettings(size=112))
+    assert out["face_found"][0] and out["scores"][0] > 0.9
+    x1, y1, x2, y2 = out["boxes"][0]
+    assert 30 < (x1 + x2) / 2 < 170 and 20 < (y1 + y2) / 2 < 180
+
+
+def test_write_read_roundtrip_and_index(tmp_path, detector, astronaut):
+    faces = np.stack([cv2.resize(astronaut[30:210, 140:310], (96, 96)), np.full((96, 96, 3), 90, np.uint8)])
+    ds = FERDataset(images=faces, labels=np.array([1, 0]), classes=("angry", "happy"), ids=["a", "b"], name="t",
+                    soft_labels=np.array([[0.2, 0.8], [1, 0]], np.float32))
+    s = CropSettings(size=48, margin=0.15)
+    entry = write_split(tmp_path, "test", ds, detector.detect, s)
+    update_index(tmp_path, "test", entry, dataset=ds, settings=s, source="toy", model=None, detector={})
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert index["splits"]["test"]["detection_rate"] == 0.5 and index["size"] == 48 and index["classes"] == ["angry", "happy"]
+    back = build_dataset(f"cache:{tmp_path}", "test", return_soft=True)
+    assert back.images.shape == (2, 48, 48, 3) and back.ids == ["a", "b"] and back.classes == ("angry", "happy")
+    np.testing.assert_array_equal(back.meta["face_found"], [True, False])
+    np.testing.assert_allclose(back.soft_labels, ds.soft_labels)
+    assert len(read_cache(tmp_path, "test", found_only=True)) == 1
+    with pytest.raises(FileNotFoundError, match="split 'train' not in the cache"):
+        read_cache(tmp_path, "train")
+    with pytest.raises(ValueError, match="existing cache has size=48"):
+        update_index(tmp_path, "val", entry, dataset=ds, settings=CropSettings(size=64), source="toy", model=None,
+                     detector={})
+    with pytest.raises(FileNotFoundError, match="no crop-cache index"):
+        read_cache(tmp_path / "nothing", "test")
+
+
+def test_prepare_cli_on_a_folder_of_real_photos(tmp_path, astronaut, portraits, capsys):
+    from lightfer.io import read_image
+
+    write_png(tmp_path / "data" / "happy" / "astronaut.png", astronaut)
+    write_png(tmp_path / "data" / "neutral" / "obama.png", cv2.resize(read_image(portraits["obama"]), (240, 220)))
+    write_png(tmp_path / "data" / "neutral" / "wall.png", np.full((64, 64, 3), 200, np.uint8))
+    rc = main(["prepare", "--data", f"folder:{tmp_path / 'data'}?size=256", "--out", str(tmp_path / "cache"),
+               "--splits", "all", "--no-progress"])
+    assert rc == 0
+    assert "2/3 faces detected (66.67%), 64px crops, margin 0.15" in capsys.readouterr().out
+    ds = build_dataset(f"cache:{tmp_path / 'cache'}", "all")
+    assert ds.images.shape == (3, 64, 64, 3) and ds.classes == ("happy", "neutral")
+    np.testing.assert_array_equal(ds.meta["face_found"], [True, True, False])
+    assert main(["prepare", "--data", f"folder:{tmp_path / 'missing'}", "--out", str(tmp_path / "c2"),
+                 "--splits", "all"]) == 1
+    assert "no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_real_fer2013_detection_rate(shared_data, detector):
+    ds = build_dataset(f"fer2013:{shared_data / 'fer2013' / 'fer2013.csv.gz'}", "test").subset(range(80))
+    out = crop_faces(ds.images, detector.detect, CropSettings(size=64, margin=0.15))
+    assert out["face_found"].mean() >= 0.9
+    assert out["images"].shape == (80, 64, 64)

@@ -1,0 +1,100 @@
+"""`lightfer eval` on registered models, training checkpoints and --weights; errors; the real FER2013 test split."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lightfer.cli import main
+from lightfer.data import FERDataset
+from lightfer.eval.evaluate import evaluate_classifier, load_classifier, predict_probs
+
+from ..data.synth import write_png
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    for k, cls in enumerate(["anger", "happy", "sad", "contempt"]):
+        for i in range(3):
+            write_png(root / cls / f"{i}.png", rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    return root
+
+
+def test_eval_registered_model_writes_report_and_png(folder, tmp_path, capsys):
+    out = tmp_path / "rep"
+    rc = main(["eval", "fer_mini_xception", "--data", f"folder:{folder}", "--split", "all", "--out", str(out),
+               "--no-latency"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "accuracy" in text and "UAR" in text and "confusion matrix" in text
+    r = json.loads((out / "report.json").read_text())
+    assert r["dataset_size"] == 12 and r["evaluated"] == 9 and r["dropped"] == 3  # contempt not in the model
+    cm = np.array(r["confusion_matrix"])
+    assert cm.shape == (7, 7) and cm.sum() == 9
+    np.testing.assert_array_equal(cm.sum(1), [3, 0, 0, 3, 3, 0, 0])  # rows in the model's class order
+    assert r["accuracy"] == pytest.approx(np.trace(cm) / 9)
+    assert r["cost"]["params"] > 50_000 and r["cost"]["flops"] > 1e6 and r["cost"]["latency_ms"] is None
+    assert (out / "confusion.png").stat().st_size > 5000
+
+
+def test_checkpoint_and_weights_give_the_same_predictions(tmp_path):
+    from safetensors.torch import save_file
+
+    from lightfer.train.checkpoint import save_checkpoint
+
+    ref = load_classifier("fer_mini_xception")
+    with torch.no_grad():  # perturb so a silently re-loaded pretrained model would differ
+        for p in ref.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    cfg = ref.pretrained_cfg
+    save_checkpoint({"model_name": "fer_mini_xception", "model": ref.state_dict(), "epoch": 3,
+                     "pretrained_cfg": {"classes": list(cfg.classes), "in_chans": cfg.in_chans,
+                                        "input_size": cfg.input_size, "mean": list(cfg.mean), "std": list(cfg.std)}},
+                    tmp_path / "ckpt.pt")
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    imgs = np.random.default_rng(2).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    want = predict_probs(ref.eval(), imgs)
+    np.testing.assert_allclose(predict_probs(load_classifier(str(tmp_path / "ckpt.pt")), imgs), want, atol=1e-5)
+    np.testing.assert_allclose(predict_probs(load_classifier("fer_mini_xception", str(tmp_path / "w.safetensors")),
+                                             imgs), want, atol=1e-5)
+    save_file({"conv.weight": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="do not fit fer_mini_xception"):
+        load_classifier("fer_mini_xception", str(tmp_path / "bad.safetensors"))
+
+
+def test_flip_tta_is_a_no_op_on_mirror_symmetric_faces():
+    model = load_classifier("fer_mini_xception")
+    half = np.random.default_rng(4).integers(0, 256, (6, 64, 32), dtype=np.uint8)
+    sym = np.concatenate([half, half[:, :, ::-1]], axis=2)
+    ds = FERDataset(images=sym, labels=np.arange(6), classes=model.pretrained_cfg.classes, name="sym")
+    a = evaluate_classifier(model, ds, latency=False)
+    b = evaluate_classifier(model, ds, latency=False, tta_flip=True)
+    assert a["confusion_matrix"] == b["confusion_matrix"] and a["auc_macro"] == pytest.approx(b["auc_macro"])
+    asym = np.random.default_rng(5).integers(0, 256, (6, 64, 64), dtype=np.uint8)
+    pa, pb = predict_probs(model, asym), predict_probs(model, asym, tta_flip=True)
+    assert np.abs(pa - pb).max() > 1e-4  # and it does something on asymmetric ones
+
+
+def test_eval_errors(folder, capsys):
+    assert main(["eval", "no_such_model", "--data", f"folder:{folder}", "--split", "all"]) == 1
+    assert "neither a file nor a registered model" in capsys.readouterr().err
+    assert main(["eval", "fer_mini_xception", "--data", f"folder:{folder / 'nope'}", "--split", "all"]) == 1
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["eval", "--data", f"folder:{folder}"]) == 2
+    assert main(["eval", "--detector", "--data", f"folder:{folder}"]) == 2
+    assert "needs --data wider:DIR" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "fer_mini_xception", "--data", "x", "--bogus"])
+
+
+@pytest.mark.data
+def test_real_fer2013_test_split_baseline(shared_data, capsys):
+    rc = main(["eval", "fer_mini_xception", "--data", f"fer2013:{shared_data / 'fer2013' / 'fer2013.csv.gz'}",
+               "--split", "test", "--limit", "600", "--no-latency", "--json", "-"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["evaluated"] == 600 and 0.55 < r["accuracy"] < 0.80 and 0.45 < r["uar"] < r["accuracy"] + 0.1
