@@ -37,6 +37,7 @@ VIDEO_EXTENSIONS = frozenset(
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "rtmps://", "udp://", "tcp://", "srt://", "http://", "https://")
 IMAGE_EXTENSIONS = frozenset(".jpg .jpeg .png .bmp .webp .tif .tiff .gif".split())
 FALLBACK_FPS = 30.0  # when a source does not tell its frame rate
+MAX_ANALYSIS_FAILURES = 5  # consecutive frames whose analysis raised before the stream gives up
 
 
 class VideoReadError(OSError):
@@ -237,12 +238,27 @@ def iter_video(analyzer: Any, source: str | os.PathLike | int | VideoSource, *, 
     ``options`` go to :class:`StreamAnalyzer`. The source is closed when the iterator ends or
     is closed (``break`` in a ``for`` loop, Ctrl-C).
     """
-    src = source if isinstance(source, VideoSource) else VideoSource(source)
     sampler = FrameSampler(stride, fps)
-    state = StreamAnalyzer(analyzer, source=src.name, **options)
+    src = source if isinstance(source, VideoSource) else VideoSource(source)
     try:
+        state = StreamAnalyzer(analyzer, source=src.name, **options)
+        failures = 0
         for frame in src:
-            yield frame, (state.analyse(frame) if sampler.take(frame) else None)
+            if not sampler.take(frame):
+                yield frame, None
+                continue
+            try:
+                result = state.analyse(frame)
+                failures = 0
+            except Exception as e:  # one bad frame must not end an hour-long run; a broken model must
+                failures += 1
+                if failures >= MAX_ANALYSIS_FAILURES:
+                    raise
+                log.warning("%s: frame %d could not be analysed (%s: %s)", src.name, frame.index, type(e).__name__, e)
+                result = FrameResult(source=src.name, image_size=(frame.image.shape[1], frame.image.shape[0]),
+                                     frame_index=frame.index, timestamp=frame.timestamp,
+                                     error=f"{src.name}: frame {frame.index}: {type(e).__name__}: {e}")
+            yield frame, result
     finally:
         src.close()
 

@@ -186,3 +186,32 @@ def test_benchmark_video_option(capsys: pytest.CaptureFixture) -> None:
            "cpu_ms_per_frame": 150.0, "ms_per_frame": {"detect": 60.0, "align": 1.0, "classify": 3.0, "track": 1.5}}
     table = format_video_table([row])
     assert "640x480" in table and "4.0 faces/frame" in table and "12.5" in table and "track ms" in table
+
+
+def test_output_guards_and_bad_frames(two_people: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    from lightfer.cli.video import run_video
+
+    assert main(["predict", str(two_people), "--save-video", str(tmp_path / "a.gif")]) == 2
+    assert ".mp4" in capsys.readouterr().err
+    assert main(["predict", str(two_people), "--csv", str(two_people)]) == 2  # never overwrite the input
+    assert "overwrite" in capsys.readouterr().err
+
+    class Flaky(ScriptedAnalyzer):
+        def detect(self, rgb: np.ndarray) -> list[Face]:
+            faces = super().detect(rgb)
+            if self.calls in (3, 4):
+                raise RuntimeError("boom")
+            return faces
+
+    args = build_parser().parse_args(["predict", str(two_people), "--no-progress", "--jsonl", str(tmp_path / "t.jsonl")])
+    assert run_video(args, analyzer=Flaky(lambda k: [((20, 20, 70, 80), (0.2, 0.5, 0.3))])) == 0
+    lines = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert len(lines) == 17
+    assert [x["frame_index"] for x in lines if x["error"]] == [2, 3]
+    assert all(len(x["faces"]) == 1 for x in lines if not x["error"])
+    assert "#1:" in capsys.readouterr().out  # per-person lines printed at the end
+    always = Flaky(lambda k: [((20, 20, 70, 80), (0.2, 0.5, 0.3))])
+    always.detect = lambda rgb: (_ for _ in ()).throw(RuntimeError("model broken"))
+    with pytest.raises(RuntimeError, match="model broken"):
+        run_video(args, analyzer=always)

@@ -88,6 +88,14 @@ def _check(args: argparse.Namespace) -> str | None:
         return f"--max-faces must be >= 1, got {args.max_faces}"
     if args.csv == "-" or args.jsonl == "-":
         return "video timelines need a file name, not '-'"
+    if args.save_video:
+        from lightfer.timeline import VIDEO_FOURCC
+
+        if Path(args.save_video).suffix.lower() not in VIDEO_FOURCC:
+            return f"--save-video {args.save_video}: use one of {', '.join(sorted(VIDEO_FOURCC))}"
+    outputs = [p for p in (args.save_video, args.csv, args.jsonl, args.summary) if p]
+    if args.camera is None and any(Path(p).resolve() == Path(args.paths[0]).resolve() for p in outputs):
+        return f"{args.paths[0]}: an output would overwrite the input video"
     return None
 
 
@@ -119,7 +127,7 @@ def run_video(args: argparse.Namespace, analyzer: Any = None) -> int:
     classes = tuple(analyzer.classes)
     fps_out = src.fps or 30.0
     timelines = [TimelineWriter(p, classes) for p in (args.csv, args.jsonl) if p]
-    summary = SummaryBuilder(classes, source=src.name) if (args.summary or args.plots) else None
+    summary = SummaryBuilder(classes, source=src.name)
     video_out: AnnotatedVideoWriter | None = None
     bar = tqdm(total=src.frame_count, unit="frame", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True,
                desc=Path(src.name).name if not src.is_live else src.name)
@@ -140,8 +148,7 @@ def run_video(args: argparse.Namespace, analyzer: Any = None) -> int:
                 last_faces = result.faces
                 for w in timelines:
                     w.write(result)
-                if summary is not None:
-                    summary.add(result)
+                summary.add(result)
                 bar.set_postfix(faces=len(result.faces), refresh=False)
             if args.save_video:
                 if video_out is None:
@@ -160,18 +167,20 @@ def run_video(args: argparse.Namespace, analyzer: Any = None) -> int:
                 video_out.close()
             src.close()
             elapsed = time.perf_counter() - t_start
-            if summary is not None:
-                data = summary.finish(frames_read=frames, skipped_frames=src.skipped, duration=round(last_t, 3),
-                                      source_fps=src.fps, stride=args.stride, analysis_fps=args.fps,
-                                      smoothing=args.smoothing, interrupted=interrupted)
-                if args.summary:
-                    write_json(args.summary, data)
-                if args.plots:
-                    plot_timelines(summary, args.plots)
-    people = len(summary.persons) if summary is not None else None
-    line = (f"{src.name}: {frames} frames read, {analysed} analysed, {faces} faces"
-            + (f", {people} people" if people is not None else "")
-            + f" ({frames / max(elapsed, 1e-9):.1f} frames/s)" + (", interrupted" if interrupted else ""))
+            data = summary.finish(frames_read=frames, skipped_frames=src.skipped, duration=round(last_t, 3),
+                                  source_fps=src.fps, stride=args.stride, analysis_fps=args.fps,
+                                  smoothing=args.smoothing, interrupted=interrupted)
+            if args.summary:
+                write_json(args.summary, data)
+            if args.plots:
+                plot_timelines(summary, args.plots)
+    if not args.quiet:
+        for p in data["persons"]:
+            share = p["expression_share"][p["dominant_expression"]] if p["dominant_expression"] else 0.0
+            print(f"  #{p['track_id']}: {p['time_on_screen']:.1f} s on screen ({p['first_seen']:.1f}-{p['last_seen']:.1f} s), "
+                  f"mostly {p['dominant_expression']} ({share * 100:.0f}%)")
+    line = (f"{src.name}: {frames} frames read, {analysed} analysed, {faces} faces, {len(data['persons'])} people"
+            f" ({frames / max(elapsed, 1e-9):.1f} frames/s)" + (", interrupted" if interrupted else ""))
     if not args.quiet or interrupted:
         print(line, file=sys.stderr)
     return 130 if interrupted else 0
