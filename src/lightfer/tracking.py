@@ -127,7 +127,8 @@ class TrackerConfig:
     low_iou_threshold: float = 0.4  # smallest IoU for low-score detections (second stage)
     max_lost_s: float = 2.0  # a track unseen for longer is removed
     appearance_weight: float = 0.5  # weight of (1 - cosine similarity) in the first-stage cost
-    min_similarity: float = 0.5  # first stage: reject pairs less similar than this (with features)
+    min_similarity: float = 0.3  # first stage: pairs less similar than this need IoU >= confident_iou
+    confident_iou: float = 0.5  # an overlap this large is kept whatever the appearance (head turns)
     reid_similarity: float = 0.8  # third stage: lost track re-attached at this similarity or more
 
 
@@ -230,7 +231,7 @@ class FaceTracker:
             sim = self._similarity(track_idx, features[det_idx])
             if sim is not None:
                 cost = cost + self.config.appearance_weight * (1.0 - sim)
-                gate &= sim >= self.config.min_similarity
+                gate &= (sim >= self.config.min_similarity) | (iou >= self.config.confident_iou)
         rows, cols = linear_sum_assignment(np.where(gate, cost, 1e6))
         used_t, used_d = set(), set()
         for r, c in zip(rows, cols):

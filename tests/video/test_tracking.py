@@ -110,9 +110,10 @@ def test_reentry_is_reidentified_by_appearance_only() -> None:
     back = tracker.update(np.array([box_at(104, 302), box_at(40, 100)]), timestamp=0.6,
                           features=np.stack([fb, fa + 0.1 * rng.normal(size=32)]))
     assert back.tolist() == first[::-1].tolist()
-    # a stranger in the same place gets a new ID
-    stranger = tracker.update(box_at(40, 100)[None], timestamp=0.63, features=rng.normal(size=(1, 32)))
-    assert stranger[0] not in first.tolist()
+    # a stranger appearing elsewhere gets a new ID; A turning its head (new look, same place) keeps its own
+    stranger, turned = tracker.update(np.array([box_at(300, 300), box_at(42, 101)]), timestamp=0.63,
+                                      features=rng.normal(size=(2, 32)))
+    assert stranger not in first.tolist() and turned == first[0]
 
 
 def test_ema_and_window_known_answers() -> None:
