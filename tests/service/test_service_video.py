@@ -50,7 +50,9 @@ def test_stride_fps_and_frame_cap(make_client, clip):
     body = post_video(client, clip, "?stride=2").json()
     assert body["stride"] == 3 and body["frames_analysed"] == 4  # raised so that <= 5 frames are analysed
     body = post_video(client, clip, "?fps=2.5").json()
-    assert body["stride"] == 4 and [t["frame_index"] for t in body["timeline"]] == [0, 4, 8]
+    assert body["sample_fps"] == 2.5 and [t["frame_index"] for t in body["timeline"]] == [0, 4, 8]
+    body = post_video(client, clip, "?fps=100").json()  # would exceed the budget: the stride takes over
+    assert body["sample_fps"] is None and body["stride"] == 3 and body["frames_analysed"] == 4
 
 
 def test_thresholds_apply_to_video(make_client, clip):

@@ -30,19 +30,27 @@ def analyze_clip(
     fps: float | None = None,
     deadline: float | None = None,
 ) -> dict[str, Any]:
-    """Analyse the clip at ``path``; returns ``{source, fps, frame_count, duration_s, stride, frames_analysed, timeline, people}``.
+    """Analyse the clip at ``path``.
 
-    The stride is raised so that at most ``config.max_video_frames`` frames are analysed.
+    Returns ``{source, fps, frame_count, duration_s, stride, sample_fps, frames_analysed, timeline,
+    people}``: ``timeline`` holds one FrameResult JSON per analysed frame, ``people`` one summary per track.
+
+    ``fps`` samples by the container's timestamps (variable frame rates included). The stride is
+    raised (and ``fps`` dropped) so that at most ``config.max_video_frames`` frames are analysed.
     """
     src_fps, count, duration = probe_video(path, config, source)
-    step = max(1, int(stride or 1), round(src_fps / fps) if fps else 1)
-    if count > 0 and math.ceil(count / step) > config.max_video_frames:
+    step = max(1, int(stride or 1))
+    expected = math.ceil(count / step) if count > 0 else 0
+    if fps:
+        expected = min(expected, math.ceil(duration * fps) + 1)
+    if expected > config.max_video_frames:  # spread the frame budget over the whole clip
         step = math.ceil(count / config.max_video_frames)
+        fps = None
     from lightfer.video import VideoReadError, stream, summarize_tracks
 
     def collect(analyzer: Any) -> list[FrameResult]:
         results: list[FrameResult] = []
-        for result in stream(analyzer, path, stride=step):
+        for result in stream(analyzer, path, stride=step, fps=fps):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("video analysis passed its deadline")
             if result.timestamp is not None and result.timestamp > config.max_video_seconds:
@@ -64,6 +72,7 @@ def analyze_clip(
         "frame_count": count,
         "duration_s": round(duration, 3),
         "stride": step,
+        "sample_fps": fps,
         "frames_analysed": len(results),
         "timeline": [r.to_dict() for r in results],
         "people": summarize_tracks(results, model.classes or None),
