@@ -91,6 +91,7 @@ class SAM(Optimizer):
                 if "old_p" in self.state[p]:
                     p.copy_(self.state[p].pop("old_p"))
         self.base_optimizer.step()
+        self._opt_called = True  # tell LR schedulers an update happened (they watch SAM, not the base)
         if zero_grad:
             self.zero_grad()
 

@@ -81,15 +81,19 @@ def load_model_from_checkpoint(path: str | Path, use_ema: bool = True) -> nn.Mod
     """Rebuild the trained classifier (by registered name) with its weights and class names, in eval mode.
 
     Uses the EMA weights when the run kept them and ``use_ema`` is set."""
-    from lightfer.models import create_model
+    from lightfer.models import create_model, get_pretrained_cfg
 
     state = load_checkpoint(path)
     if "model_name" not in state or "model" not in state:
         raise CheckpointError(f"{path}: not a lightfer training checkpoint (no model_name/model)")
     pcfg = state.get("pretrained_cfg", {})
+    default = get_pretrained_cfg(state["model_name"])
+    size = pcfg.get("input_size")
+    kwargs = dict(state.get("model_kwargs", {}))
     model = create_model(
         state["model_name"], classes=tuple(pcfg["classes"]) if pcfg.get("classes") else None,
-        in_chans=pcfg.get("in_chans"), input_size=pcfg.get("input_size"), **state.get("model_kwargs", {}),
+        in_chans=pcfg.get("in_chans"), input_size=None if size == default.input_size or "resizer" in kwargs else size,
+        **kwargs,
     )
     weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
     model.load_state_dict(weights)

@@ -22,19 +22,20 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    kind: str = "synthetic"  # "synthetic" or a lightfer.data reader kind (fer2013, ferplus, folder, …)
-    path: str | None = None  # file or folder the reader opens
-    train_split: str = "Training"  # split name for training
-    val_split: str | None = "PublicTest"  # split for validation / best-by-val (None: no validation)
-    options: dict[str, Any] = field(default_factory=dict)  # extra reader arguments
+    spec: str = "synthetic"  # "synthetic" or a lightfer.data spec, e.g. "fer2013:data/fer2013.csv.gz"
+    train_split: str = "train"  # split read for training
+    val_split: str | None = "val"  # split for validation / best-by-val (None: no validation)
     target: str = "hard"  # "hard" labels or "soft" label distributions (FERPlus votes)
-    normalize: bool = True  # dataset yields [0, 1] images: resize + normalise with the model's mean/std
+    balance: str | None = None  # "augment": add augmented minority-class copies (seed 003)
+    normalize: bool = True  # images come in [0, 1]: augment, resize and normalise with the model's mean/std
     num_workers: int = 0  # DataLoader workers
     limit_train: int | None = None  # use only the first N training samples (smoke runs)
     limit_val: int | None = None  # use only the first N validation samples
     synthetic_size: int = 512  # synthetic: training samples (validation gets half)
     synthetic_image: int = 32  # synthetic: image side, px
     synthetic_noise: float = 0.25  # synthetic: noise std on [0, 1] images
+    synthetic_classes: int = 7  # synthetic: number of classes
+    synthetic_channels: int = 1  # synthetic: 1 (gray) or 3 (RGB)
 
 
 @dataclass

@@ -85,42 +85,24 @@ def _limit(ds: Dataset, n: int | None) -> Dataset:
     return sub
 
 
-def build_datasets(cfg: DataConfig, num_classes: int = 7, channels: int = 1, seed: int = 0) -> tuple[Dataset, Dataset | None]:
-    """Training and validation datasets named by ``cfg`` (``synthetic`` or a ``lightfer.data`` reader)."""
-    if cfg.kind == "synthetic":
-        extra = set(cfg.options) - {"num_classes", "channels", "pattern_seed"}
-        if extra:
-            raise ValueError(f"data.options {sorted(extra)} are not synthetic options (num_classes, channels, pattern_seed)")
-        k = int(cfg.options.get("num_classes", num_classes))
-        c = int(cfg.options.get("channels", channels))
-        ps = int(cfg.options.get("pattern_seed", 1234))
-        common = dict(num_classes=k, image_size=cfg.synthetic_image, channels=c, noise=cfg.synthetic_noise, pattern_seed=ps)
+def build_datasets(cfg: DataConfig, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """Training and validation datasets named by ``cfg.spec`` (``synthetic`` or a ``lightfer.data`` spec)."""
+    if cfg.spec == "synthetic":
+        common = dict(num_classes=cfg.synthetic_classes, image_size=cfg.synthetic_image,
+                      channels=cfg.synthetic_channels, noise=cfg.synthetic_noise)
         train: Dataset = SyntheticFER(size=cfg.synthetic_size, seed=seed * 2 + 1, **common)
         val: Dataset | None = SyntheticFER(size=max(1, cfg.synthetic_size // 2), seed=seed * 2 + 2, **common) \
             if cfg.val_split else None
     else:
-        train, val = _build_real(cfg)
+        from lightfer.data import build_dataset
+
+        soft = cfg.target == "soft"
+        train = build_dataset(cfg.spec, cfg.train_split, return_soft=soft, balance=cfg.balance, seed=seed)
+        val = None
+        if cfg.val_split:
+            val = build_dataset(cfg.spec, cfg.val_split, return_soft=soft, classes=train.classes)
+        log.info("train: %s", getattr(train, "summary", lambda: len(train))())
     return _limit(train, cfg.limit_train), (None if val is None else _limit(val, cfg.limit_val))
-
-
-def _build_real(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
-    """Open a real dataset through ``lightfer.data.build_dataset(spec)``."""
-    try:
-        from lightfer.data import build_dataset  # type: ignore[attr-defined]
-    except ImportError as e:
-        raise ValueError(f"data.kind = {cfg.kind!r} needs lightfer.data.build_dataset, which is not available "
-                         f"({e}); use data.kind = synthetic") from e
-
-    def one(split: str) -> Dataset:
-        spec = {"kind": cfg.kind, "path": cfg.path, "split": split, **cfg.options}
-        ds = build_dataset(spec)
-        if cfg.target == "soft" and hasattr(ds, "return_soft"):
-            ds.return_soft = True
-        return ds
-
-    train = one(cfg.train_split)
-    val = one(cfg.val_split) if cfg.val_split else None
-    return train, val
 
 
 def split_batch(batch: list[Any] | tuple[Any, ...], target: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

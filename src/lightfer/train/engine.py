@@ -85,7 +85,7 @@ def train_one_epoch(
         loss, losses, logits = forward()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}: "
-                                     f"{ {k: float(v) for k, v in losses.items()} }; lower optim.lr?")
+                                     f"{ {k: float(v.detach()) for k, v in losses.items()} }; lower optim.lr?")
         if scaler is not None:
             scaler.scale(loss).backward()
             if cfg.optim.clip_grad:
@@ -225,9 +225,11 @@ class _CsvLog:
 
 
 def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | None = None,
-         teacher: nn.Module | None = None, datasets: tuple[Dataset, Dataset | None] | None = None) -> dict[str, Any]:
+         teacher: nn.Module | None = None, datasets: tuple[Dataset, Dataset | None] | None = None,
+         stop_after: int | None = None) -> dict[str, Any]:
     """Train as ``cfg`` says. ``model`` / ``teacher`` / ``datasets`` replace the ones the config names
     (tests, notebooks). ``resume``: ``True`` for ``output_dir/last.pt`` or a checkpoint path.
+    ``stop_after``: stop once this epoch is done (a time-boxed session; ``resume`` continues the same schedule).
 
     Returns a summary: ``best_acc``, ``best_epoch``, ``last`` (the last CSV row), ``output_dir``."""
     rank, world, local_rank = _setup_distributed(cfg.device)
@@ -295,7 +297,8 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     csv_log = _CsvLog(out / "log.csv", start if resume else None) if rank == 0 else None
     tb = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
     row: dict[str, Any] = {}
-    for epoch in range(start, cfg.epochs):
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
+    for epoch in range(start, end):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         tr = train_one_epoch(model, task, _loader(train_ds, cfg, train=True, epoch=epoch, rank=rank, world=world),
@@ -320,7 +323,7 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
             best = {"acc": score, "epoch": epoch + 1}
         if rank == 0:
             state = _state(cfg, model, optimizer, scheduler, scaler, ema, epoch + 1, best, row)
-            if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == cfg.epochs:
+            if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == end:
                 save_checkpoint(state, out / "last.pt")
             if is_best:
                 save_checkpoint({**state, "confusion": ev["confusion"] if ev else None}, out / "best.pt")

@@ -1,0 +1,206 @@
+"""Trainer: learns a synthetic task, one step lowers the loss, bit-for-bit resume, KD with precomputed
+teacher logits, manifold distillation, SAM + F-PDLS + EMA + plateau, soft targets, checkpoints."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightfer.train import main
+from lightfer.train.checkpoint import load_checkpoint, save_checkpoint
+from lightfer.train.config import config_from_dict
+from lightfer.train.data import SyntheticFER, augment_batch, to_model_input
+from lightfer.train.tasks import SupervisedTask
+from lightfer.train.config import AugmentConfig
+
+
+def _cfg(out: Path, **over) -> object:
+    d = {"epochs": 2, "batch_size": 32, "output_dir": str(out), "progress": False, "seed": 3,
+         "optim": {"name": "adamw", "lr": 0.01, "weight_decay": 0.0},
+         "data": {"synthetic_size": 512}}
+    for k, v in over.items():
+        sec, _, key = k.partition("__")
+        if key:
+            d.setdefault(sec, {})[key] = v
+        else:
+            d[sec] = v
+    return config_from_dict(d)
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with (out / "log.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_epochs_beat_chance_and_write_outputs(tmp_path: Path, tiny) -> None:
+    torch.manual_seed(0)
+    res = main(_cfg(tmp_path), model=tiny())
+    assert res["best_acc"] > 0.35  # chance is 1/7 = 0.14
+    rows = _rows(tmp_path)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config_from_dict(saved) == _cfg(tmp_path)  # the resolved config round-trips
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert ck["epoch"] == 2 and set(ck["rng"]) >= {"python", "numpy", "torch"}
+    assert load_checkpoint(tmp_path / "best.pt")["best"]["acc"] == pytest.approx(res["best_acc"])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_one_step_reduces_the_loss(tiny) -> None:
+    torch.manual_seed(0)
+    ds = SyntheticFER(64, seed=0)
+    x = to_model_input(torch.stack([ds[i][0] for i in range(64)]), 32, 1, (0.5,), (0.5,))
+    y = torch.tensor([ds[i][1] for i in range(64)])
+    model, task = tiny().eval(), SupervisedTask()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = task(model, x, y)[0]["ce"]
+    before.backward()
+    opt.step()
+    after = task(model, x, y)[0]["ce"]
+    assert after.item() < before.item() - 1e-3
+
+
+@pytest.mark.parametrize("variant", ["sgd_cosine_ema", "sam_step"])
+def test_resume_is_bit_for_bit(tmp_path: Path, tiny, variant: str) -> None:
+    over = {"augment": {"hflip": 0.5, "crop_pad": 2, "rotate": 10.0, "erase": 0.3}, "epochs": 4}
+    if variant == "sgd_cosine_ema":
+        over.update(optim={"name": "sgd", "lr": 0.05, "nesterov": True}, schedule={"name": "cosine", "warmup_epochs": 1},
+                    ema_decay=0.9)
+    else:
+        over.update(optim={"name": "sgd", "lr": 0.05, "sam": True, "sam_rho": 0.05},
+                    schedule={"name": "step", "step_size": 1, "gamma": 0.5})
+    over["data"] = {"synthetic_size": 128}
+    torch.manual_seed(1)
+    main(_cfg(tmp_path / "straight", **over), model=tiny())
+    torch.manual_seed(1)
+    half = _cfg(tmp_path / "split", **over)
+    main(half, model=tiny(), stop_after=2)
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 2
+    torch.manual_seed(99)  # the resumed process starts from a different global RNG state
+    main(half, model=tiny(), resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    if a["ema"] is not None:
+        assert all(torch.equal(v, b["ema"][k]) for k, v in a["ema"].items())
+    assert _rows(tmp_path / "straight") == [
+        {**r, "seconds": s["seconds"]} for r, s in zip(_rows(tmp_path / "split"), _rows(tmp_path / "straight"))
+    ]
+
+
+def test_kd_with_precomputed_teacher_logits(tmp_path: Path, tiny) -> None:
+    torch.manual_seed(0)
+    teacher = tiny(width=16)
+    cfg = _cfg(tmp_path / "kd", loss={"task": "kd", "kd_temperature": 8.0, "kd_alpha": 0.4},
+               teacher={"name": "unused_here", "logits_file": str(tmp_path / "t_logits.pt")}, epochs=1)
+    res = main(cfg, model=tiny(), teacher=teacher)
+    table = torch.load(tmp_path / "t_logits.pt", weights_only=False)
+    assert table["logits"].shape == (512, 7)
+    # the table is the teacher's output on the un-augmented training images, in dataset order
+    ds = SyntheticFER(512, seed=cfg.seed * 2 + 1)
+    with torch.no_grad():
+        want = teacher(to_model_input(torch.stack([ds[i][0] for i in range(5)]), 32, 1, (0.5,), (0.5,)))
+    assert torch.allclose(table["logits"][:5], want, atol=1e-5)
+    row = _rows(tmp_path / "kd")[0]
+    assert float(row["train_loss_kd"]) > 0 and float(row["train_loss_ce"]) > 0
+    assert res["last"]["epoch"] == 1
+
+    class Boom(torch.nn.Module):
+        def forward(self, x):  # the second run must read the file, not run the teacher
+            raise AssertionError("teacher ran although its logits were precomputed")
+    main(cfg, model=tiny(), teacher=Boom())
+    bad = _cfg(tmp_path / "kd2", loss={"task": "kd"}, data={"synthetic_size": 256},
+               teacher={"name": "x", "logits_file": str(tmp_path / "t_logits.pt")}, epochs=1)
+    with pytest.raises(ValueError, match="do not fit 256 samples"):
+        main(bad, model=tiny(), teacher=teacher)
+
+
+def test_manifold_distillation_run(tmp_path: Path, tiny) -> None:
+    torch.manual_seed(0)
+    cfg = _cfg(tmp_path, loss={"task": "manifold", "kd_alpha": 0.5, "md_beta": 2.0, "md_samples": 64,
+                               "md_layers": [["features.2", "features.2"], ["features.5", "features.5"]]},
+               teacher={"name": "unused_here"}, epochs=1)
+    student, teacher = tiny(), tiny(width=12)
+    w0 = {k: v.clone() for k, v in teacher.state_dict().items()}
+    main(cfg, model=student, teacher=teacher)
+    row = _rows(tmp_path)[0]
+    assert float(row["train_loss_md"]) > 0 and float(row["train_loss_kd"]) > 0
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in w0.items())  # frozen, BN stats included
+    bad = _cfg(tmp_path / "b", loss={"task": "manifold", "md_layers": [["nope", "features.2"]]},
+               teacher={"name": "x"}, epochs=1)
+    with pytest.raises(ValueError, match="no sub-module 'nope'"):
+        main(bad, model=tiny(), teacher=tiny())
+
+
+def test_sam_fpdls_ema_plateau_run(tmp_path: Path, tiny) -> None:
+    torch.manual_seed(0)
+    cfg = _cfg(tmp_path, optim={"name": "sgd", "lr": 0.05, "sam": True, "sam_adaptive": True, "sam_rho": 0.5},
+               loss={"fpdls": True, "fpdls_alpha": 0.9, "fpdls_gamma": 2.0},
+               schedule={"name": "plateau", "patience": 0, "plateau_metric": "val_acc"}, ema_decay=0.5)
+    res = main(cfg, model=tiny())
+    assert res["best_acc"] > 0.25
+    assert load_checkpoint(tmp_path / "last.pt")["ema"] is not None
+
+
+def test_soft_targets(tmp_path: Path, tiny) -> None:
+    class Soft(torch.utils.data.Dataset):
+        def __init__(self, base: SyntheticFER) -> None:
+            self.base, self.classes = base, base.classes
+
+        def __len__(self) -> int:
+            return len(self.base)
+
+        def __getitem__(self, i: int):
+            x, y = self.base[i]
+            soft = torch.full((7,), 0.05)
+            soft[y] = 0.7
+            return x, y, soft
+
+    torch.manual_seed(0)
+    cfg = _cfg(tmp_path, data={"target": "soft", "synthetic_size": 512})
+    res = main(cfg, model=tiny(), datasets=(Soft(SyntheticFER(512, seed=1)), Soft(SyntheticFER(256, seed=2))))
+    assert res["best_acc"] > 0.3
+
+
+def test_non_finite_loss_is_reported(tmp_path: Path, tiny) -> None:
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        main(_cfg(tmp_path, optim={"name": "sgd", "lr": 1e30}, data={"synthetic_size": 128}, epochs=1), model=tiny())
+
+
+def test_resume_without_checkpoint_names_the_file(tmp_path: Path, tiny) -> None:
+    from lightfer.train.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="last.pt not found"):
+        main(_cfg(tmp_path), model=tiny(), resume=True)
+
+
+def test_atomic_checkpoint_keeps_old_file_on_failure(tmp_path: Path) -> None:
+    p = save_checkpoint({"a": torch.ones(2)}, tmp_path / "c.pt")
+    with pytest.raises(Exception):
+        save_checkpoint({"bad": lambda: 0}, p)  # lambdas cannot be pickled
+    assert torch.equal(load_checkpoint(p)["a"], torch.ones(2))
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["c.pt"]
+
+
+def test_augment_and_model_input() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 20, 20)
+    same = augment_batch(x, AugmentConfig(hflip=0.0))
+    assert torch.equal(same, x)
+    flipped = augment_batch(x, AugmentConfig(hflip=1.0))
+    assert torch.equal(flipped, x.flip(3))
+    out = augment_batch(x, AugmentConfig(hflip=0.5, crop_pad=3, rotate=15, erase=1.0))
+    assert out.shape == x.shape and not torch.equal(out, x)
+    gray = to_model_input(x, 32, 1, (0.5,), (0.5,))
+    assert gray.shape == (4, 1, 32, 32)
+    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    assert torch.allclose(to_model_input(x, None, 1, (0.0,), (1.0,)), luma, atol=1e-6)
+    assert to_model_input(luma, None, 3, (0.5,) * 3, (0.5,) * 3).shape == (4, 3, 20, 20)
+    with pytest.raises(ValueError, match="channels"):
+        to_model_input(torch.rand(1, 2, 8, 8), None, 3, (0.5,) * 3, (0.5,) * 3)
