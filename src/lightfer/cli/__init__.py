@@ -20,6 +20,7 @@ VERBS: tuple[str, ...] = (
     "models_cmd",
     "prepare",
     "eval_cmd",
+    "train",
 )
 
 EPILOG = """examples:
