@@ -282,15 +282,16 @@ def summarize_tracks(results: Iterable[FrameResult], classes: Sequence[str] | No
 
     Each entry: ``track_id``, ``first_seen``, ``last_seen``, ``time_on_screen`` (s), ``frames``,
     ``dominant_expression``, ``expression_share`` and ``mean_probs``. ``classes`` default to the
-    probability keys of the first face found.
+    probability keys of the first face found. ``results`` may be a lazy :func:`stream`.
     """
     from lightfer.timeline import SummaryBuilder
 
-    if classes is None:
-        results = list(results)
-        first = next((f for r in results for f in r.faces if f.probs), None)
-        classes = tuple(first.probs) if first is not None else ()
-    builder = SummaryBuilder(classes)
-    for r in results:
+    builder = SummaryBuilder(classes) if classes is not None else None
+    for r in results:  # streamed: nothing is kept per frame
+        if builder is None:
+            first = next((f for f in r.faces if f.probs), None)
+            if first is None:
+                continue  # frames before anyone appears add nothing to anyone's time
+            builder = SummaryBuilder(tuple(first.probs))
         builder.add(r)
-    return builder.finish()["persons"]
+    return builder.finish()["persons"] if builder is not None else []

@@ -171,6 +171,7 @@ def test_summarize_tracks_matches_the_stream(analyzer, crossing_clip) -> None:
     trump = people[1]  # analysed every 0.08 s: frames 0-28 (15 x 0.08) and 38-44 (3 x 0.08 + the last one)
     assert trump["time_on_screen"] == pytest.approx(15 * 0.08 + 4 * 0.08, abs=0.01)
     assert summarize_tracks([]) == []
+    assert summarize_tracks(analyzer.stream(str(path), stride=2)) == people  # lazy input, same answer
 
 
 def test_http_url_is_read_as_a_stream(tmp_path: Path) -> None:
