@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 VIDEO_EPILOG = """
+
 video, webcam and streams:
   lightfer predict clip.mp4 --save-video annotated.mp4 --csv timeline.csv --summary people.json
   lightfer predict clip.mp4 --stride 3 --plots plots/ --smoothing window --window 8
   lightfer predict --camera 0 --jsonl live.jsonl          # Ctrl-C to stop; outputs stay valid
-  lightfer predict rtsp://192.168.1.20:554/stream --fps 5 --csv cam.csv"""
+  lightfer predict rtsp://192.168.1.20:554/stream --fps 5 --csv cam.csv
+  video exit code: 0 done, 1 source cannot be opened, 2 usage error, 130 stopped by Ctrl-C (outputs complete)."""
 
 
 def add_video_arguments(p: argparse.ArgumentParser) -> None:
