@@ -215,3 +215,24 @@ def test_output_guards_and_bad_frames(two_people: Path, tmp_path: Path, capsys: 
     always.detect = lambda rgb: (_ for _ in ()).throw(RuntimeError("model broken"))
     with pytest.raises(RuntimeError, match="model broken"):
         run_video(args, analyzer=always)
+
+
+def test_real_ctrl_c_finishes_the_frame_then_stops(two_people: Path, tmp_path: Path) -> None:
+    import signal
+
+    from lightfer.cli.video import run_video
+
+    class CtrlC(ScriptedAnalyzer):
+        def detect(self, rgb: np.ndarray) -> list[Face]:
+            if self.calls == 5:
+                signal.raise_signal(signal.SIGINT)  # as from the keyboard, in the middle of frame 5
+            return super().detect(rgb)
+
+    before = signal.getsignal(signal.SIGINT)
+    args = build_parser().parse_args(["predict", str(two_people), "--no-progress", "-q", "--csv",
+                                      str(tmp_path / "t.csv"), "--save-video", str(tmp_path / "a.mp4")])
+    assert run_video(args, analyzer=CtrlC(lambda k: [((20, 20, 70, 80), (0.2, 0.5, 0.3))])) == 130
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is given back
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert [int(r["frame_index"]) for r in rows] == list(range(6))  # frame 5 completed, nothing after
+    assert video_info(tmp_path / "a.mp4")[0] == 6

@@ -49,6 +49,31 @@ def wants_video(args: argparse.Namespace) -> bool:
     return getattr(args, "camera", None) is not None or any(is_video_source(p) for p in args.paths)
 
 
+class _StopOnCtrlC:
+    """First Ctrl-C: finish the current frame, then stop. Second: stop at once. Main thread only."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this frame (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def __enter__(self) -> "_StopOnCtrlC":
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: Ctrl-C cannot reach us anyway
+            self._old = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
 @contextmanager
 def _no_interrupts() -> Iterator[None]:
     """Hold off Ctrl-C while outputs are being finished (main thread only)."""
@@ -138,10 +163,12 @@ def run_video(args: argparse.Namespace, analyzer: Any = None) -> int:
     last_t = 0.0
     interrupted = False
     t_start = time.perf_counter()
+    frame_iter = iter_video(analyzer, src, stride=args.stride, fps=args.fps, max_faces=args.max_faces,
+                            smoothing=args.smoothing, smoothing_alpha=args.smoothing_alpha, window=args.window)
+    ctrl_c = _StopOnCtrlC()
     try:
-        for frame, result in iter_video(analyzer, src, stride=args.stride, fps=args.fps, max_faces=args.max_faces,
-                                        smoothing=args.smoothing, smoothing_alpha=args.smoothing_alpha,
-                                        window=args.window):
+        ctrl_c.__enter__()
+        for frame, result in frame_iter:
             frames += 1
             last_t = frame.timestamp
             if result is not None:
@@ -158,10 +185,15 @@ def run_video(args: argparse.Namespace, analyzer: Any = None) -> int:
                     video_out = AnnotatedVideoWriter(args.save_video, fps_out, (w, h))
                 video_out.write(frame.image, last_faces)
             bar.update(1)
+            if ctrl_c.requested:
+                interrupted = True
+                break
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        ctrl_c.__exit__()
         with _no_interrupts():
+            frame_iter.close()
             bar.close()
             for w in timelines:
                 w.close()
