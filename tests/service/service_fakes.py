@@ -61,7 +61,8 @@ class FakeAnalyzer:
         self.max_running = 0
         self._count_lock = threading.Lock()
 
-    def analyze_array(self, rgb: np.ndarray, *, source: str | None = None, faces: list[Face] | None = None) -> FrameResult:
+    def analyze_array(self, rgb: np.ndarray, *, source: str | None = None,
+                      faces: list[Face] | None = None) -> FrameResult:
         with self._count_lock:
             self.calls += 1
             self.running += 1

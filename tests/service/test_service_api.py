@@ -64,7 +64,8 @@ def test_analyze_json_base64_data_url_and_raw_body(make_client, gray_image):
     client, _ = make_client()
     png = encode(gray_image, "PNG")
     b64 = base64.b64encode(png).decode()
-    for payload, source in (({"image": b64}, "base64"), ({"image": "data:image/png;base64," + b64, "name": "a.png"}, "a.png")):
+    data_url = {"image": "data:image/png;base64," + b64, "name": "a.png"}
+    for payload, source in (({"image": b64}, "base64"), (data_url, "a.png")):
         r = client.post("/v1/analyze", json=payload)
         assert r.status_code == 200, r.text
         assert r.json()["source"] == source and len(r.json()["faces"]) == 2
@@ -262,3 +263,47 @@ def test_other_paths_refuse_large_bodies(make_client):
     r = client.post("/health", content=b"0" * 100_000, headers={"content-type": "application/octet-stream"})
     assert r.status_code == 413
     assert json.loads(r.content)["detail"]
+
+
+# ---- the model cache and the configuration --------------------------------------------------------
+def test_model_cache_loads_once_and_drops_the_least_recently_used():
+    import threading
+    import time
+
+    from lightfer.service.engine import ModelCache, ServiceError
+
+    loads: list[str] = []
+
+    def factory(name: str):
+        loads.append(name)
+        time.sleep(0.05)  # a slow load, so that concurrent first requests overlap
+        return object()
+
+    cache = ModelCache(factory, available=lambda: ["a", "b", "c"], max_models=2)
+    threads = [threading.Thread(target=cache.get, args=("a",)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert loads == ["a"]
+    cache.get("b")
+    cache.get("a")  # a becomes the most recently used
+    cache.get("c")
+    assert cache.loaded() == ["a", "c"] and loads == ["a", "b", "c"]
+    with pytest.raises(ServiceError) as err:
+        cache.get("zzz")
+    assert err.value.status == 404 and "a, b, c" in err.value.message
+
+
+def test_config_and_cli_refuse_bad_limits():
+    from lightfer.cli import main
+    from lightfer.service import ServiceConfig
+
+    for bad in ({"workers": 0}, {"max_upload_bytes": 0}, {"request_timeout_s": 0.0}, {"backend": "tpu"},
+                {"jpeg_quality": 101}):
+        with pytest.raises(ValueError):
+            ServiceConfig(**bad)
+    assert main(["serve", "--workers", "0"]) == 2
+    assert main(["serve", "--timeout", "-1"]) == 2
+    with pytest.raises(SystemExit):
+        main(["serve", "--no-such-option"])

@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--model", default="fer_mini_xception", help="default expression model (see GET /v1/models)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
+                   help="inference engine: ONNX Runtime (CPU default) or PyTorch")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch and ONNX Runtime; default: all cores)")
     p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
     g = p.add_argument_group("limits")
     g.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image upload, MB (default 10)")
@@ -62,6 +64,8 @@ def _config(args: argparse.Namespace):  # -> ServiceConfig
 
     return ServiceConfig(
         default_model=args.model,
+        backend=args.backend,
+        threads=args.threads,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=int(args.max_pixels),
         max_video_bytes=int(args.max_video_mb * 1024 * 1024),
@@ -125,7 +129,8 @@ def _bench(args: argparse.Namespace) -> int:
         if url is None:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            forwarded = ["--model", args.model, "--workers", str(args.workers), "--log-level", "warning",
+            forwarded = ["--model", args.model, "--backend", args.backend, "--workers", str(args.workers),
+                         "--log-level", "warning",
                          "--max-pending", str(max(args.max_pending, args.concurrency))]
             proc = start_server(port, forwarded, threads=args.threads)
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import logging
 import os
@@ -24,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 
 from lightfer import __version__
 from lightfer.service.config import ServiceConfig
-from lightfer.service.engine import AnalyzeOptions, ModelCache, ServiceError
+from lightfer.service.engine import AnalyzeOptions, ModelCache, ServiceError, default_factory
 from lightfer.service.inputs import decode_image, read_image_body, save_video_body
 from lightfer.service.limits import BodySizeLimit
 from lightfer.service.video import analyze_clip
@@ -97,7 +98,9 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
         models: where analyzers come from (tests pass a cache over small fakes).
     """
     config = config or ServiceConfig()
-    models = models or ModelCache(max_models=config.max_cached_models)
+    if models is None:
+        factory = functools.partial(default_factory, backend=config.backend, threads=config.threads)
+        models = ModelCache(factory, max_models=config.max_cached_models)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -11,6 +11,8 @@ class ServiceConfig:
     """Limits and defaults of ``lightfer serve``; every field is also a ``lightfer serve`` option."""
 
     default_model: str = "fer_mini_xception"  # expression model used when a request names none
+    backend: str = "onnx"  # inference engine of every loaded model: "onnx" (ONNX Runtime) or "torch"
+    threads: int | None = None  # ONNX Runtime intra-op threads per model (None = its default)
     max_upload_bytes: int = 10 * 1024 * 1024  # largest image upload (decoded bytes), 413 above
     max_pixels: int = 25_000_000  # largest image, width x height, 413 above (checked before decoding)
     max_video_bytes: int = 50 * 1024 * 1024  # largest video upload, 413 above
@@ -32,6 +34,8 @@ class ServiceConfig:
         for name in ("max_video_seconds", "request_timeout_s", "video_timeout_s"):
             if float(getattr(self, name)) <= 0:
                 raise ValueError(f"ServiceConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.backend not in ("onnx", "torch"):
+            raise ValueError(f"ServiceConfig.backend must be 'onnx' or 'torch', got {self.backend!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"ServiceConfig.jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
 

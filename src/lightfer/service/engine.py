@@ -103,11 +103,11 @@ class LoadedModel:
         return [str(c) for c in classes] if classes is not None else []
 
 
-def default_factory(name: str) -> Any:
+def default_factory(name: str, *, backend: str = "onnx", threads: int | None = None) -> Any:
     """Build the analyzer for model ``name`` (the service's default loader)."""
     from lightfer.pipeline import Analyzer
 
-    return Analyzer(model=name)
+    return Analyzer(model=name, backend=backend, threads=threads)
 
 
 def default_available() -> list[str]:
@@ -129,13 +129,16 @@ class ModelCache:
         self._factory = factory
         self._available = available
         self._max_models = max_models
+        self._names: list[str] | None = None  # available(), asked once: the registry is fixed at run time
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()  # guards _models
         self._loading: dict[str, threading.Lock] = {}  # one loader at a time per name
 
     def available(self) -> list[str]:
         """Names a request may ask for."""
-        return list(self._available())
+        if self._names is None:
+            self._names = list(self._available())
+        return list(self._names)
 
     def loaded(self) -> list[str]:
         """Names loaded now, least recently used first."""

@@ -147,7 +147,8 @@ def decode_image(data: bytes, config: ServiceConfig, source: str = "upload") -> 
         raise ServiceError(400, f"{source}: could not decode the {fmt.upper()} image: {exc}") from exc
     if width * height > config.max_pixels:
         raise ServiceError(
-            413, f"{source}: image too large: {width}x{height} = {width * height} pixels; the limit is {config.max_pixels}"
+            413, f"{source}: image too large: {width}x{height} = {width * height} pixels; "
+            f"the limit is {config.max_pixels}"
         )
     from lightfer.io import ImageReadError, read_image
 
