@@ -183,7 +183,7 @@ def appearance_feature(rgb: np.ndarray, face: Face) -> np.ndarray:
 
 
 class StreamAnalyzer:
-    """Per-frame state of a video analysis: tracker, smoother, sampler. One per source.
+    """Per-frame state of a video analysis (tracker and smoother); one per source.
 
     Args:
         analyzer: a :class:`lightfer.Analyzer` (anything with ``detector.detect(rgb)``,
@@ -235,13 +235,23 @@ def iter_video(analyzer: Any, source: str | os.PathLike | int | VideoSource, *, 
                fps: float | None = None, **options: Any) -> Iterator[tuple[VideoFrame, FrameResult | None]]:
     """Every decoded frame with its result (``None`` for frames the sampler skips).
 
-    ``options`` go to :class:`StreamAnalyzer`. The source is closed when the iterator ends or
-    is closed (``break`` in a ``for`` loop, Ctrl-C).
+    ``options`` go to :class:`StreamAnalyzer`. Options and the source are checked at once
+    (``ValueError``, :class:`VideoReadError`); frames are read lazily. The source is closed when
+    the iterator ends or is closed (``break`` in a ``for`` loop, Ctrl-C).
     """
     sampler = FrameSampler(stride, fps)
     src = source if isinstance(source, VideoSource) else VideoSource(source)
     try:
         state = StreamAnalyzer(analyzer, source=src.name, **options)
+    except BaseException:
+        src.close()
+        raise
+    return _iterate(src, sampler, state)
+
+
+def _iterate(src: VideoSource, sampler: FrameSampler,
+             state: StreamAnalyzer) -> Iterator[tuple[VideoFrame, FrameResult | None]]:
+    try:
         failures = 0
         for frame in src:
             if not sampler.take(frame):
@@ -270,11 +280,11 @@ def stream(analyzer: Any, source: str | os.PathLike | int | VideoSource, *, stri
 
     Faces carry ``track_id`` and ``smoothed_probs``; results carry ``frame_index`` and
     ``timestamp`` (seconds). Lazy and constant-memory: frames are decoded one at a time.
+    Bad options and unopenable sources raise here, before the first frame.
     """
-    for _, result in iter_video(analyzer, source, stride=stride, fps=fps, max_faces=max_faces,
-                                smoothing=smoothing, smoothing_alpha=smoothing_alpha, window=window, **options):
-        if result is not None:
-            yield result
+    frames = iter_video(analyzer, source, stride=stride, fps=fps, max_faces=max_faces, smoothing=smoothing,
+                        smoothing_alpha=smoothing_alpha, window=window, **options)
+    return (result for _, result in frames if result is not None)
 
 
 def summarize_tracks(results: Iterable[FrameResult], classes: Sequence[str] | None = None) -> list[dict[str, Any]]:

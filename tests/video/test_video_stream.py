@@ -146,8 +146,10 @@ def test_stream_stride_max_faces_and_smoothing(analyzer, tiles, tmp_path: Path) 
         assert sorted(f.score for f in r.faces) == pytest.approx(top2, abs=0.02)
         for f in r.faces:
             assert f.smoothed_probs == pytest.approx(f.probs)  # smoothing "none"
-    with pytest.raises(ValueError, match="smoothing"):
-        next(analyzer.stream(str(path), smoothing="median"))
+    with pytest.raises(ValueError, match="smoothing"):  # checked at the call, not at the first frame
+        analyzer.stream(str(path), smoothing="median")
+    with pytest.raises(VideoReadError, match="nope.mp4"):
+        analyzer.stream(str(path.with_name("nope.mp4")))
 
 
 def render_first(path: Path) -> np.ndarray:
