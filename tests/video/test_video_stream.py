@@ -203,3 +203,19 @@ def test_http_url_is_read_as_a_stream(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_decoding_keeps_no_frames_behind(tmp_path: Path) -> None:
+    import tracemalloc
+
+    clip = plain_clip(tmp_path / "long.avi", 400, size=(96, 72))
+    marks = {}
+    tracemalloc.start()
+    try:
+        with VideoSource(clip) as src:
+            for frame in src:
+                if frame.index in (100, 399):
+                    marks[frame.index] = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert marks[399] - marks[100] < 32 * 1024  # a leaked frame alone would be 20 KB, 300 of them 6 MB
