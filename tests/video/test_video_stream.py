@@ -16,11 +16,11 @@ SIZE = (320, 240)
 
 
 def plain_clip(path: Path, n: int, fps: float = 25.0, size: tuple[int, int] = (64, 48)) -> Path:
-    """Frames whose mean brightness encodes their index (2 * i)."""
+    """Frames whose mean brightness encodes their index ((2 * i) % 250)."""
     code = "MJPG" if path.suffix == ".avi" else "mp4v"
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*code), fps, size)
     for i in range(n):
-        w.write(np.full((size[1], size[0], 3), 2 * i, np.uint8))
+        w.write(np.full((size[1], size[0], 3), (2 * i) % 250, np.uint8))
     w.release()
     return path
 
