@@ -177,17 +177,19 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
     @app.get("/health", summary="Liveness and readiness")
     async def health() -> JSONResponse:
         """``status`` is ``ok``, or ``error`` (HTTP 503) when the default model failed to load."""
+        loaded = models.loaded()
+        failed = app.state.load_error is not None and config.default_model not in loaded  # a retry may load it
         body = {
-            "status": "error" if app.state.load_error else "ok",
+            "status": "error" if failed else "ok",
             "version": __version__,
             "default_model": config.default_model,
-            "loaded_models": models.loaded(),
+            "loaded_models": loaded,
             "pending": app.state.pending,
             "uptime_s": round(time.time() - getattr(app.state, "started", time.time()), 1),
         }
-        if app.state.load_error:
+        if failed:
             body["error"] = app.state.load_error
-        return JSONResponse(body, status_code=503 if app.state.load_error else 200)
+        return JSONResponse(body, status_code=503 if failed else 200)
 
     @app.get("/v1/models", summary="Expression models this server can use")
     async def list_models() -> dict[str, Any]:
