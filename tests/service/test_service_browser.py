@@ -110,6 +110,21 @@ def test_threshold_slider_reaches_the_server(page, astronaut_jpeg):
     assert page.inner_text("#threshold-value") == "0.95"
 
 
+def test_dropped_file_is_analysed(page, astronaut_jpeg):
+    import base64
+
+    b64 = base64.b64encode(astronaut_jpeg.read_bytes()).decode()
+    page.evaluate("""(b64) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true }));
+    }""", b64)
+    page.wait_for_selector("body[data-state=done]", timeout=30_000)
+    assert page.inner_text("#face-count") == "1"
+    assert page.evaluate("window.lightfer.lastResult.source") == "dropped.jpg"
+
+
 def test_bad_file_shows_the_server_error(page, tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("this is not a picture")
