@@ -61,7 +61,19 @@ def test_models_verb_outputs(capsys, tmp_path) -> None:
     assert "| swinv2_student_64 | 1x64 |" in md and "| - | - |" in md
 
 
-@pytest.mark.parametrize("argv", [["no_such_model"], ["--filter", "zzz"], ["--threads", "0"]])
+def test_cpu_clock() -> None:
+    from lightfer.eval.profile import time_torch
+
+    model, x = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU()), torch.randn(1, 1, 32, 32)
+    if torch.get_num_threads() == 1:
+        assert time_torch(model, x, repeats=3, clock="cpu") > 0
+    with pytest.raises(ValueError, match="clock"):
+        time_torch(model, x, repeats=3, clock="gpu")
+
+
+@pytest.mark.parametrize(
+    "argv", [["no_such_model"], ["--filter", "zzz"], ["--threads", "0"], ["--clock", "cpu", "--threads", "2"]]
+)
 def test_models_verb_errors(argv: list[str], capsys) -> None:
     assert _run(argv) == 2
     assert "lightfer models:" in capsys.readouterr().err

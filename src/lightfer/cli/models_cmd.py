@@ -11,6 +11,7 @@ EPILOG = """examples:
   lightfer models swinv2_student_64 shufflenet_v2_x1_0 --onnx --threads 2
   lightfer models --filter swinv2 --no-latency      # params and FLOPs only (fast)
   lightfer models --markdown > table.md             # a Markdown table (as in docs/models.md)
+  lightfer models --clock cpu --onnx                # CPU time of 1 thread: stable on a busy machine
   lightfer models shufflenet_v2_x1_0 --input-size 48 --json -"""
 
 
@@ -31,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per model; the median is shown (default 20)")
     p.add_argument("--input-size", type=int, default=None, help="square input side instead of each default")
+    p.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall",
+        help="wall: elapsed time; cpu: CPU time of the timing thread (needs --threads 1; stable on a busy machine)",
+    )
     p.add_argument("--no-latency", action="store_true", help="skip the timings")
     p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (exports each model to a temp file)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -54,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1 or args.repeats < 1:
         print("lightfer models: --threads and --repeats must be >= 1", file=sys.stderr)
         return 2
+    if args.clock == "cpu" and args.threads != 1:
+        print("lightfer models: --clock cpu measures one thread; use --threads 1", file=sys.stderr)
+        return 2
     names = args.names or known
     if args.filter:
         names = [n for n in names if args.filter in n]
@@ -74,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for n in names:
         prof = profile_model(
-            n, input_size=args.input_size, latency=not args.no_latency, onnx=args.onnx, repeats=args.repeats
+            n, input_size=args.input_size, latency=not args.no_latency, onnx=args.onnx, repeats=args.repeats,
+            clock=args.clock,
         )
         row = prof.to_dict()
         row["description"] = get_pretrained_cfg(n).description
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
     if args.markdown:
-        print(f"CPU latency per face, batch 1, {args.threads} thread(s), median of {args.repeats}.\n")
+        print(f"CPU latency per face, batch 1, {args.threads} thread(s), median of {args.repeats}, {args.clock} clock.\n")
         print("| model | input | params | GFLOPs | torch ms/face | ORT ms/face | notes |")
         print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
         for r in rows:
@@ -95,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                 f"| {_fmt(r['torch_ms'])} | {_fmt(r['onnx_ms'])} | {r['description']} |"
             )
     if args.json:
-        text = json.dumps({"threads": args.threads, "models": rows}, indent=2)
+        text = json.dumps({"threads": args.threads, "clock": args.clock, "models": rows}, indent=2)
         if args.json == "-":
             print(text)
         else:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -34,6 +34,7 @@ class ModelProfile:
     torch_ms: float | None = None
     onnx_ms: float | None = None
     threads: int | None = None
+    clock: str = "wall"  # "wall" or "cpu" (thread CPU time), see the module docstring
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
@@ -51,26 +52,42 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def time_torch(model: nn.Module, example: torch.Tensor, *, warmup: int = 3, repeats: int = 20) -> float:
+CLOCKS: tuple[str, ...] = ("wall", "cpu")
+
+
+def _clock(kind: str, threads: int) -> Callable[[], float]:
+    if kind not in CLOCKS:
+        raise ValueError(f"unknown clock {kind!r}; choose one of {CLOCKS}")
+    if kind == "cpu" and threads != 1:
+        raise ValueError(f"clock='cpu' measures one thread; got {threads} threads")
+    return time.thread_time if kind == "cpu" else time.perf_counter
+
+
+def time_torch(
+    model: nn.Module, example: torch.Tensor, *, warmup: int = 3, repeats: int = 20, clock: str = "wall"
+) -> float:
     """Median milliseconds of ``model(example)`` in eval mode under ``torch.inference_mode``."""
+    now = _clock(clock, torch.get_num_threads())
     model = model.eval()
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
             model(example)
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = now()
             model(example)
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append((now() - t0) * 1e3)
     return statistics.median(times)
 
 
 def time_onnx(
-    model: nn.Module, example: torch.Tensor, *, threads: int | None = None, warmup: int = 3, repeats: int = 20
+    model: nn.Module, example: torch.Tensor, *, threads: int | None = None, warmup: int = 3, repeats: int = 20,
+    clock: str = "wall",
 ) -> float:
     """Export ``model`` to a temporary ONNX file and return ONNX Runtime's median milliseconds on ``example``."""
     from lightfer.export.onnx import export_onnx, ort_session
 
+    now = _clock(clock, threads if clock == "cpu" else 1)
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, Path(tmp) / "model.onnx", example)
         sess = ort_session(path, threads)
@@ -79,15 +96,15 @@ def time_onnx(
             sess.run(None, feed)
         times = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = now()
             sess.run(None, feed)
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append((now() - t0) * 1e3)
     return statistics.median(times)
 
 
 def profile_model(
     name: str, *, input_size: int | None = None, in_chans: int | None = None, latency: bool = True,
-    onnx: bool = False, repeats: int = 20, model_kwargs: dict[str, Any] | None = None,
+    onnx: bool = False, repeats: int = 20, clock: str = "wall", model_kwargs: dict[str, Any] | None = None,
 ) -> ModelProfile:
     """Build the registered model ``name`` and measure its cost at its default (or the given) input."""
     from lightfer.models import count_params, create_model
@@ -103,11 +120,11 @@ def profile_model(
     example = torch.randn(1, cfg.in_chans, cfg.input_size, cfg.input_size)
     prof = ModelProfile(
         name=name, input_size=cfg.input_size, in_chans=cfg.in_chans, params=count_params(model),
-        flops=count_flops(model, example), threads=torch.get_num_threads(),
+        flops=count_flops(model, example), threads=torch.get_num_threads(), clock=clock,
     )
     if latency:
-        prof.torch_ms = time_torch(model, example, repeats=repeats)
+        prof.torch_ms = time_torch(model, example, repeats=repeats, clock=clock)
     if onnx:
-        prof.onnx_ms = time_onnx(model, example, threads=torch.get_num_threads(), repeats=repeats)
+        prof.onnx_ms = time_onnx(model, example, threads=torch.get_num_threads(), repeats=repeats, clock=clock)
     log.info("profiled %s: %s", name, prof)
     return prof
