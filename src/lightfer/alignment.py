@@ -88,3 +88,19 @@ def crop_box(image: np.ndarray, box: np.ndarray, size: int, margin: float = 0.0)
     s = size / side
     m = np.array([[s, 0.0, size / 2 - s * cx], [0.0, s, size / 2 - s * cy]])
     return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def crop_face(
+    image: np.ndarray, box: np.ndarray, landmarks: np.ndarray | None, size: int, margin: float = 0.0, mode: str = "align"
+) -> np.ndarray:
+    """The model's face crop ``(size, size, C)``: ``mode="align"`` (5-point warp) or ``"box"`` (square box crop).
+
+    Models declare the mode in ``pretrained_cfg.crop_mode``; serving and ``lightfer prepare`` both call this.
+    """
+    if mode == "align":
+        if landmarks is None or len(landmarks) != 5:
+            raise ValueError("align mode needs 5 landmarks")
+        return align_face(image, landmarks, size, margin)
+    if mode == "box":
+        return crop_box(image, box, size, margin)
+    raise ValueError(f"unknown crop mode {mode!r} (use 'align' or 'box')")

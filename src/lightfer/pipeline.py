@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from torch import nn
 
-from lightfer.alignment import align_face
+from lightfer.alignment import crop_face
 from lightfer.classifier import ExpressionClassifier
 from lightfer.detection import FaceDetector
 from lightfer.io import ImageInput, ImageReadError, describe, read_image
@@ -114,9 +114,9 @@ class Analyzer:
             timings.update(align=(t1 - t0) * 1e3, classify=(t2 - t1) * 1e3)
 
     def align(self, rgb: np.ndarray, faces: Sequence[Face]) -> list[np.ndarray]:
-        """Aligned RGB uint8 crops ``(S, S, 3)``, one per face, as the expression model expects them."""
+        """RGB uint8 crops ``(S, S, 3)``, one per face, cut as the expression model expects (its ``crop_mode``)."""
         cfg = self.classifier.cfg
-        return [align_face(rgb, f.landmarks, cfg.input_size, cfg.crop_margin) for f in faces]
+        return [crop_face(rgb, f.box, f.landmarks, cfg.input_size, cfg.crop_margin, cfg.crop_mode) for f in faces]
 
     def analyze_batch(self, images: Iterable[ImageInput], sources: Sequence[str] | None = None) -> list[FrameResult]:
         """Analyse many images; an unreadable one yields a result with ``error`` set, never an exception."""

