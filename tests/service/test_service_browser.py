@@ -25,11 +25,12 @@ HAPPY_RGB = (245, 158, 11)  # COLORS.happy in static/app.js
 
 
 @pytest.fixture(scope="module")
-def browser_context(tmp_path_factory, live_server):
-    """A fresh Chromium profile; yields (context, list of blocked off-server URLs)."""
+def browser_context(tmp_path_factory, request):
+    """A fresh Chromium profile; yields (context, list of blocked off-server URLs, server URL)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no chromium at {CHROMIUM}: run scripts/install_browser.sh (Debian package 'chromium')")
+    live_server = request.getfixturevalue("live_server")  # started only when a browser is there
     blocked: list[str] = []
     server_host = urlparse(live_server).netloc
     with sync_api.sync_playwright() as pw:
@@ -46,13 +47,13 @@ def browser_context(tmp_path_factory, live_server):
                 route.abort()
 
         context.route("**/*", guard)
-        yield context, blocked
+        yield context, blocked, live_server
         context.close()
 
 
 @pytest.fixture()
-def page(browser_context, live_server):
-    context, blocked = browser_context
+def page(browser_context):
+    context, blocked, live_server = browser_context
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -70,7 +71,7 @@ def canvas_pixel(page, x: float, y: float) -> tuple[int, int, int]:
         ".getImageData(Math.floor(x), Math.floor(y), 1, 1).data.slice(0, 3))", [x, y]))
 
 
-def test_upload_draws_the_face_and_its_chart(page, live_server, astronaut_jpeg):
+def test_upload_draws_the_face_and_its_chart(page, astronaut_jpeg):
     assert page.locator("#model option:checked").inner_text().startswith("fer_mini_xception")
     page.set_input_files("#file", str(astronaut_jpeg))
     page.wait_for_selector("body[data-state=done]", timeout=30_000)
@@ -147,8 +148,8 @@ def test_webcam_sends_frames_until_stopped(page):
     assert page.evaluate("window.lightfer.framesSent") <= sent + 1  # at most the one in flight
 
 
-def test_api_docs_render_without_a_cdn(browser_context, live_server):
-    context, blocked = browser_context
+def test_api_docs_render_without_a_cdn(browser_context):
+    context, blocked, live_server = browser_context
     page = context.new_page()
     page.goto(live_server + "/docs")
     title = page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
