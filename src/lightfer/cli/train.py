@@ -6,9 +6,10 @@ import json
 import sys
 
 EPILOG = """examples:
-  lightfer train configs/smoke.yaml                                # 1-minute synthetic run (checks the set-up)
+  lightfer train configs/smoke.yaml                                # ~1-minute synthetic run (checks the set-up)
   lightfer train configs/smoke.yaml --set epochs=3 optim.lr=0.05   # override any key
   lightfer train configs/seed001_teacher.yaml --set data.limit_train=2000 epochs=1
+  lightfer train configs/seed001_kd.yaml --stop-after 10          # first 10 epochs of the 150-epoch schedule
   lightfer train configs/seed001_kd.yaml --resume                  # continue from output_dir/last.pt
   lightfer train configs/seed003_swin_se_sam.yaml --print-config   # show the resolved config and exit
   torchrun --nproc_per_node 2 $(which lightfer) train configs/smoke.yaml   # DDP (gloo on CPU)
@@ -30,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue from output_dir/last.pt (or the given checkpoint) with identical results")
     p.add_argument("--output", help="shortcut for --set output_dir=DIR")
+    p.add_argument("--stop-after", type=int, metavar="EPOCH",
+                   help="stop once this epoch is done (time-boxed sessions); --resume later continues the same schedule")
+    p.add_argument("--threads", type=int, help="torch CPU threads for this process (default: torch's choice)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=run)
 
@@ -49,11 +53,15 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
+    import torch
+
     from lightfer.train.checkpoint import CheckpointError
     from lightfer.train.engine import main
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
-        summary = main(cfg, resume=args.resume)
+        summary = main(cfg, resume=args.resume, stop_after=args.stop_after)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"lightfer train: {e}", file=sys.stderr)
         return 2
