@@ -29,7 +29,7 @@ def folder(tmp_path_factory, astronaut, portraits):
 
 
 def test_help_has_examples():
-    for verb in ("predict", "classify", "benchmark", "fetch"):
+    for verb in ("predict", "classify", "benchmark", "fetch", "export"):
         out = lightfer(verb, "--help")
         assert out.returncode == 0 and "examples:" in out.stdout and f"lightfer {verb}" in out.stdout
 
@@ -79,3 +79,18 @@ def test_classify_crops_same_schema(folder):
 def test_no_images_found(tmp_path):
     out = lightfer("predict", tmp_path)
     assert out.returncode == 1 and "no images found" in out.stderr
+
+
+def test_export_model_and_detector_with_parity(tmp_path):
+    import onnxruntime as ort
+
+    out = lightfer("export", "fer_mini_xception", "--out", tmp_path / "m.onnx")
+    assert out.returncode == 0, out.stderr
+    assert "max |ONNX - PyTorch|" in out.stdout and '"crop_mode": "box"' in out.stdout
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {sess.get_inputs()[0].name: np.zeros((3, 1, 64, 64), np.float32)})[0]
+    assert y.shape == (3, 7)
+    out = lightfer("export", "detector", "--out", tmp_path / "d.onnx")
+    assert out.returncode == 0, out.stderr
+    out = lightfer("export", "no_such_model", "--out", tmp_path / "x.onnx")
+    assert out.returncode != 0 and "unknown model" in out.stderr

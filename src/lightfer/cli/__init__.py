@@ -16,6 +16,7 @@ VERBS: tuple[str, ...] = (
     "classify",
     "benchmark",
     "fetch",
+    "export",
     "serve",
     "models_cmd",
     "prepare",
@@ -62,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (KeyError, FileNotFoundError, RuntimeError, ValueError) as e:  # user-facing: no traceback unless -v
+        if args.verbose:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
