@@ -6,7 +6,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from service_fakes import FakeAnalyzer
+from .service_fakes import FakeAnalyzer
 
 if importlib.util.find_spec("fastapi") is None:  # the serve extra is not installed: nothing here can run
     collect_ignore_glob = ["test_*.py"]
@@ -75,7 +75,7 @@ def live_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def astronaut_jpeg(astronaut, tmp_path_factory):
     """scikit-image's astronaut (one smiling face) as a JPEG file."""
-    from service_fakes import encode
+    from .service_fakes import encode
 
     path = tmp_path_factory.mktemp("photos") / "astronaut.jpg"
     path.write_bytes(encode(astronaut))

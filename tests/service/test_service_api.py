@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service_fakes import CLASSES, encode
+from .service_fakes import CLASSES, encode
 
 
 def post_file(client, data: bytes, name: str = "x.jpg", ctype: str = "image/jpeg", query: str = ""):
