@@ -56,8 +56,10 @@ def test_prior_from_votes_majority_and_given_labels() -> None:
     np.testing.assert_allclose(prior[0], [0.7, 0.3, 0.0], atol=1e-6)
     np.testing.assert_allclose(prior[1], [0.1, 0.5, 0.4], atol=1e-6)
     np.testing.assert_allclose(prior[2], [0.0, 0.3, 0.7], atol=1e-6)
-    with pytest.raises(ValueError, match="rows \\[1\\]"):
-        prior_from_votes(votes[[0, 1, 3]])  # class 1 is never the majority: its prior row is undefined
+    # class 1 is never the majority: its row is never used as a target distribution, so it is uniform
+    np.testing.assert_allclose(prior_from_votes(votes[[0, 1, 3]]).numpy()[1], [1 / 3] * 3, atol=1e-6)
+    with pytest.raises(ValueError, match="negative"):
+        prior_from_votes(-votes)
     p2 = prior_from_votes(votes[[0, 1, 3]], labels=np.array([0, 1, 2])).numpy()
     np.testing.assert_allclose(p2[1], [0.8, 0.2, 0.0], atol=1e-6)
 
@@ -68,8 +70,9 @@ def test_prior_from_confusion_normalises_rows_and_rejects_empty_rows() -> None:
     cm = confusion_matrix(logits, labels, 3)
     assert cm.tolist() == [[1, 0, 0], [1, 1, 0], [0, 1, 1]]
     np.testing.assert_allclose(prior_from_confusion(cm).numpy()[1], [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(prior_from_confusion(np.array([[1.0, 0], [0, 0]])).numpy(), [[1, 0], [0.5, 0.5]])
     with pytest.raises(ValueError, match="sum to zero"):
-        prior_from_confusion(np.array([[1.0, 0], [0, 0]]))
+        FPDLSLoss(torch.tensor([[1.0, 0], [0, 0]]))  # an explicit prior must be complete
 
 
 def test_rejects_bad_inputs() -> None:

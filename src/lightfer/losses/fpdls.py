@@ -12,12 +12,15 @@ CE with ε = 1 − α), :func:`prior_from_votes` (FERPlus annotator votes), :fun
 """
 from __future__ import annotations
 
+import logging
 from typing import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FPDLSLoss", "uniform_prior", "prior_from_votes", "prior_from_confusion", "prior_from_model", "confusion_matrix",
@@ -36,6 +39,17 @@ def _normalise_rows(m: torch.Tensor, what: str) -> torch.Tensor:
     return m / s
 
 
+def _fill_empty_rows(acc: torch.Tensor, what: str) -> torch.Tensor:
+    """Rows of classes without samples become uniform (they are never a target, so any row works)."""
+    empty = acc.sum(dim=1) <= 0
+    if empty.any():
+        log.warning("%s: classes %s have no samples; their prior rows are uniform", what,
+                    torch.nonzero(empty).flatten().tolist())
+        acc = acc.clone()
+        acc[empty] = 1.0
+    return acc
+
+
 def uniform_prior(num_classes: int) -> torch.Tensor:
     """``(C, C)`` prior with every row uniform (ordinary label smoothing)."""
     if num_classes < 2:
@@ -51,11 +65,13 @@ def prior_from_votes(votes: np.ndarray | torch.Tensor, labels: np.ndarray | torc
         labels: ``(N,)`` class of each sample; default the majority vote (first maximum).
 
     Returns:
-        ``(C, C)`` row-stochastic matrix.
+        ``(C, C)`` row-stochastic matrix (uniform rows for classes without samples).
     """
     v = torch.as_tensor(np.asarray(votes), dtype=torch.float64)
     if v.ndim != 2:
         raise ValueError(f"votes must be (N, C), got shape {tuple(v.shape)}")
+    if (v < 0).any():
+        raise ValueError("votes must be non-negative counts or distributions")
     s = v.sum(dim=1, keepdim=True)
     keep = s.squeeze(1) > 0
     dist = v[keep] / s[keep]
@@ -64,7 +80,7 @@ def prior_from_votes(votes: np.ndarray | torch.Tensor, labels: np.ndarray | torc
     if y.numel() and (y.min() < 0 or y.max() >= c):
         raise ValueError(f"labels must be in [0, {c}), got range [{int(y.min())}, {int(y.max())}]")
     acc = torch.zeros(c, c, dtype=torch.float64).index_add_(0, y, dist)
-    return _normalise_rows(acc, "vote prior").float()
+    return _normalise_rows(_fill_empty_rows(acc, "vote prior"), "vote prior").float()
 
 
 def confusion_matrix(logits_or_preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -75,8 +91,12 @@ def confusion_matrix(logits_or_preds: torch.Tensor, labels: torch.Tensor, num_cl
 
 
 def prior_from_confusion(conf: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Prior from a confusion matrix (row = true class): each row normalised to sum to 1."""
-    return _normalise_rows(torch.as_tensor(np.asarray(conf), dtype=torch.float64), "confusion matrix").float()
+    """Prior from a confusion matrix (row = true class): each row normalised to sum to 1; rows of
+    classes without samples become uniform."""
+    m = torch.as_tensor(np.asarray(conf), dtype=torch.float64)
+    if m.ndim == 2 and m.shape[0] == m.shape[1] and not (m < 0).any():
+        m = _fill_empty_rows(m, "confusion matrix")
+    return _normalise_rows(m, "confusion matrix").float()
 
 
 @torch.no_grad()
