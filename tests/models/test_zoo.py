@@ -210,3 +210,27 @@ def test_swin_face_sizes(size: int, window: int) -> None:
     with torch.no_grad():
         out = model(torch.randn(1, 1, size, size))
     assert out.shape == (1, 7) and torch.isfinite(out).all()
+
+
+def test_swin_inference_bias_cache_never_goes_stale(tmp_path) -> None:
+    model = create_model("swinv2_student_64", input_size=32, window_size=4).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.inference_mode():
+        cached = model(x)  # fills the cache with inference tensors
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), cached)
+    with torch.enable_grad():  # autograd path recomputes and matches
+        torch.testing.assert_close(model(x).detach(), cached)
+    attn = model.stages[0].blocks[0].attn
+    with torch.no_grad():  # an in-place weight update (an optimizer step) must invalidate the cache
+        attn.cpb_mlp[2].weight.mul_(3.0)
+        changed = model(x)
+    assert (changed - cached).abs().max() > 1e-5
+    fresh = create_model("swinv2_student_64", input_size=32, window_size=4).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), changed)
+        model.load_state_dict(create_model("swinv2_student_64", input_size=32, window_size=4).state_dict())
+        assert (model(x) - changed).abs().max() > 1e-5
+    path = export_onnx(model, tmp_path / "cached.onnx", x[:1])  # export after cached inference runs
+    assert check_onnx_parity(model, path, x) < 1e-4
