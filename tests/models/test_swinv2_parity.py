@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightfer.models.swinv2 import SwinTransformerV2, load_hf_swinv2_state_dict
+from lightfer.models.swinv2 import SwinTransformerV2
+from lightfer.models.swinv2_convert import load_hf_swinv2_state_dict
 
 transformers = pytest.importorskip("transformers")
 
