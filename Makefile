@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lightfer-installed
 TORCH  := torch==2.13.0
 
-.PHONY: setup weights test demo benchmark clean
+.PHONY: setup weights browser test demo benchmark clean
 setup: $(STAMP) weights
 
 $(STAMP): pyproject.toml requirements/constraints.txt
@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 weights: $(STAMP)
 	$(PY) -m lightfer.assets fetch
 
-test: setup
+# Debian chromium for the web page's browser test (skipped with a message where apt is unavailable).
+browser:
+	bash scripts/install_browser.sh
+
+test: setup browser
 	$(PY) -m pytest -q
 
 demo: setup
