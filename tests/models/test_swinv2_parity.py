@@ -17,11 +17,15 @@ CASES = [
     # run at another size than planned: 90 px -> 23x23 tokens (patch padding + window padding)
     pytest.param(88, 90, 4, 16, (2, 2, 2), (2, 2, 4), 4, 1, id="runtime-90px"),
     pytest.param(56, 56, 4, 24, (2, 1), (3, 6), 7, 3, id="window7-shrinks-to-map"),
+    # CPB coordinates normalised to a pre-training window (8) other than the window used (4)
+    pytest.param(32, 32, 4, 16, (2, 2), (2, 4), 4, 3, (8, 8), id="pretrained-window-8"),
 ]
 
 
-def _pair(img: int, patch: int, embed: int, depths: tuple, heads: tuple, ws: int, chans: int):
+def _pair(img: int, patch: int, embed: int, depths: tuple, heads: tuple, ws: int, chans: int, pws: tuple = (0, 0)):
+    pws = tuple(pws) + (0,) * (len(depths) - len(pws))
     cfg = transformers.Swinv2Config(
+        pretrained_window_sizes=list(pws),
         image_size=img, patch_size=patch, num_channels=chans, embed_dim=embed, depths=list(depths),
         num_heads=list(heads), window_size=ws, drop_path_rate=0.0, hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
@@ -33,7 +37,7 @@ def _pair(img: int, patch: int, embed: int, depths: tuple, heads: tuple, ws: int
             p.add_(torch.randn_like(p) * 0.1)
     ours = SwinTransformerV2(
         img_size=img, patch_size=patch, in_chans=chans, num_classes=0, embed_dim=embed, depths=depths,
-        num_heads=heads, window_size=ws, drop_path_rate=0.0,
+        num_heads=heads, window_size=ws, drop_path_rate=0.0, pretrained_window_sizes=pws,
     ).eval()
     load_hf_swinv2_state_dict(ours, ref.state_dict())
     return ref, ours
@@ -51,9 +55,11 @@ def _run(ref, ours, x: torch.Tensor):
     return out, stages, feats, our_stages, pooled
 
 
-@pytest.mark.parametrize("img,run,patch,embed,depths,heads,ws,chans", CASES)
-def test_matches_transformers(img, run, patch, embed, depths, heads, ws, chans) -> None:
-    ref, ours = _pair(img, patch, embed, depths, heads, ws, chans)
+@pytest.mark.parametrize("img,run,patch,embed,depths,heads,ws,chans,pws", [
+    pytest.param(*c.values, *(() if len(c.values) == 9 else ((0, 0),)), id=c.id) for c in CASES
+])
+def test_matches_transformers(img, run, patch, embed, depths, heads, ws, chans, pws) -> None:
+    ref, ours = _pair(img, patch, embed, depths, heads, ws, chans, pws)
     assert any(b.shift_size > 0 for s in ours.stages for b in s.blocks), "case must exercise shifted windows"
     x = torch.randn(2, chans, run, run)
     out, ref_stages, feats, our_stages, pooled = _run(ref, ours, x)
