@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lightfer.cli.common import add_model_options, add_output_options, set_threads, summary_line, write_csv, write_json
+from lightfer.cli.common import RecordSink, add_model_options, add_output_options, set_threads
 
 EPILOG = """examples:
   lightfer classify face.png
@@ -45,9 +45,8 @@ def run(args: argparse.Namespace) -> int:
         print("error: no images found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
     clf = ExpressionClassifier(args.model, backend=args.backend, device=args.device, threads=args.threads)
-    records, failed = [], 0
-    out = sys.stderr if args.json == "-" or args.csv == "-" else sys.stdout
     bar = tqdm(total=len(files), unit="img", disable=args.no_progress or len(files) < 2, file=sys.stderr)
+    sink = RecordSink(args, bar.write)
     for start in range(0, len(files), args.batch_size):
         chunk = files[start : start + args.batch_size]
         crops, results = [], []
@@ -64,17 +63,7 @@ def run(args: argparse.Namespace) -> int:
             res.faces = [Face(box=np.array([0, 0, w, h], np.float32), score=1.0, landmarks=np.zeros((0, 2), np.float32),
                               label=clf.classes[int(p.argmax())], probs={c: float(v) for c, v in zip(clf.classes, p)})]
         for res in results:
-            rec = res.to_dict()
-            records.append(rec)
-            if rec["error"]:
-                failed += 1
-                bar.write(f"error: {rec['error']}", file=sys.stderr)
-            elif not args.quiet:
-                bar.write(summary_line(rec), file=out)
+            sink.add(res)
         bar.update(len(chunk))
     bar.close()
-    if args.json:
-        write_json(args.json, records)
-    if args.csv:
-        write_csv(args.csv, records, clf.classes)
-    return 1 if failed else 0
+    return sink.finish(clf.classes)

@@ -104,3 +104,37 @@ def safe_output_path(save_dir: Path, src: Path, root: Path | None, inputs: set[P
     if out.resolve() in inputs:
         out = out.with_name(f"{out.stem}_annotated{out.suffix}")
     return out
+
+
+class RecordSink:
+    """Collects per-image records: reports each (summary or error line), writes --json/--csv at the end."""
+
+    def __init__(self, args: argparse.Namespace, write_line) -> None:
+        self.args = args
+        self.write_line = write_line  # e.g. tqdm's bar.write, so lines don't break the progress bar
+        self.out = sys.stderr if args.json == "-" or args.csv == "-" else sys.stdout
+        self.records: list[dict[str, Any]] = []
+        self.failed = 0
+
+    def add(self, result: Any) -> dict[str, Any]:
+        """Record one :class:`~lightfer.structures.FrameResult`; returns its dict."""
+        rec = result.to_dict()
+        self.records.append(rec)
+        if rec["error"]:
+            self.failed += 1
+            self.write_line(f"error: {rec['error']}", file=sys.stderr)
+        elif not self.args.quiet:
+            self.write_line(summary_line(rec), file=self.out)
+        return rec
+
+    def finish(self, classes: Iterable[str]) -> int:
+        """Write the requested files, print the tally; returns the exit code (1 when anything failed)."""
+        if self.args.json:
+            write_json(self.args.json, self.records)
+        if self.args.csv:
+            write_csv(self.args.csv, self.records, classes)
+        n_faces = sum(len(r["faces"]) for r in self.records)
+        if not self.args.quiet or self.failed:
+            print(f"{len(self.records) - self.failed}/{len(self.records)} images analysed, {n_faces} faces"
+                  + (f", {self.failed} failed" if self.failed else ""), file=sys.stderr)
+        return 1 if self.failed else 0

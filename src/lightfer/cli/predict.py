@@ -5,15 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lightfer.cli.common import (
-    add_model_options,
-    add_output_options,
-    safe_output_path,
-    set_threads,
-    summary_line,
-    write_csv,
-    write_json,
-)
+from lightfer.cli.common import RecordSink, add_model_options, add_output_options, safe_output_path, set_threads
 from lightfer.cli.video import VIDEO_EPILOG, add_video_arguments, run_video, wants_video
 
 EPILOG = """examples:
@@ -85,9 +77,8 @@ def run(args: argparse.Namespace) -> int:
     save_dir = Path(args.save_dir) if args.save_dir else None
     roots = {Path(p).resolve(): Path(p) for p in args.paths if Path(p).is_dir()}
     inputs = {f.resolve() for f in files}
-    records, failed = [], 0
-    out = sys.stderr if args.json == "-" or args.csv == "-" else sys.stdout
     bar = tqdm(files, unit="img", disable=args.no_progress or len(files) < 2, file=sys.stderr, dynamic_ncols=True)
+    sink = RecordSink(args, bar.write)
     for path in bar:
         rgb = None
         try:
@@ -98,23 +89,9 @@ def run(args: argparse.Namespace) -> int:
 
             msg = str(e) if str(path) in str(e) else f"{path}: {e}"
             result = FrameResult(source=str(path), error=msg)
-        rec = result.to_dict()
-        records.append(rec)
-        if rec["error"]:
-            failed += 1
-            bar.write(f"error: {rec['error']}", file=sys.stderr)
-        elif not args.quiet:
-            bar.write(summary_line(rec), file=out)
+        sink.add(result)
         if save_dir is not None and rgb is not None and result.ok:
             root = next((r for r in roots if r in path.resolve().parents), None)
             dest = safe_output_path(save_dir, path.resolve(), root, inputs)
             write_image(dest, annotate(rgb, result))
-    if args.json:
-        write_json(args.json, records)
-    if args.csv:
-        write_csv(args.csv, records, analyzer.classes)
-    n_faces = sum(len(r["faces"]) for r in records)
-    if not args.quiet or failed:
-        print(f"{len(records) - failed}/{len(records)} images analysed, {n_faces} faces"
-              + (f", {failed} failed" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+    return sink.finish(analyzer.classes)
