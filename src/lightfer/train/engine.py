@@ -265,6 +265,8 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         teacher = None  # the logits are reused; the teacher is not needed any more
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
     task = build_task(cfg, model, teacher, criterion).to(device)
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp: fp16 needs CUDA (loss scaling); use amp: bf16 on CPU")
     if cfg.optim.sam and cfg.amp == "fp16":
         raise ValueError("SAM with fp16 loss scaling is not supported; use amp: bf16 or none")
     optimizer = create_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum,
@@ -352,7 +354,9 @@ def _state(cfg: TrainConfig, model: nn.Module, optimizer: Any, scheduler: Any, s
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "ema": ema.module.state_dict() if ema is not None else None,
-        "epoch": epoch, "best": best, "metrics": row, "rng": capture_rng(), "config": config_to_dict(cfg),
+        "epoch": epoch, "best": best, "metrics": row, "config": config_to_dict(cfg),
+        # the shuffle generator is re-seeded from (seed, epoch) every epoch: its next seed is all its state
+        "rng": {**capture_rng(), "loader_seed": cfg.seed * 100_003 + epoch},
     }
 
 
