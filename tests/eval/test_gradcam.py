@@ -106,6 +106,15 @@ def test_swin_layer_is_channels_last_and_resizer_uses_backbone() -> None:
         GradCAM(model, layout="chw")
 
 
+def test_any_cnn_falls_back_to_its_last_conv() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    assert default_target_layer(net) is net[2]
+    assert GradCAM(net)(torch.randn(2, 1, 12, 12)).shape == (2, 12, 12)
+    with pytest.raises(ValueError, match="pass target_layer"):
+        default_target_layer(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+
+
 def test_overlay() -> None:
     img = np.zeros((20, 30, 3), np.uint8)
     cam = torch.zeros(5, 5)

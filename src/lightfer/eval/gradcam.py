@@ -26,7 +26,7 @@ LAYOUTS: tuple[str, ...] = ("auto", "nchw", "nhwc", "tokens")
 
 
 def default_target_layer(model: nn.Module) -> nn.Module:
-    """The last layer with spatial output: Swin's last stage, a CNN's features before pooling."""
+    """The last layer with spatial output: Swin's last stage, a zoo CNN's features before pooling, else the last conv."""
     inner = getattr(model, "backbone", model)  # a Neural-Resizer-wrapped model explains its backbone
     for attr in ("stages", "features"):
         seq = getattr(inner, attr, None)
@@ -35,6 +35,9 @@ def default_target_layer(model: nn.Module) -> nn.Module:
             tail = [getattr(inner, a) for a in ("ffe", "conv5") if isinstance(getattr(inner, a, None), nn.Module)]
             tail = [t for t in tail if not (isinstance(t, nn.Sequential) and len(t) == 0)]
             return tail[-1] if tail else last
+    convs = [m for m in inner.modules() if isinstance(m, nn.Conv2d)]  # any other CNN: its last conv
+    if convs:
+        return convs[-1]
     raise ValueError(f"cannot choose a Grad-CAM layer for {type(model).__name__}; pass target_layer")
 
 
