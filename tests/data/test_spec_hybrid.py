@@ -116,3 +116,12 @@ def test_crops_to_input_matches_serving_preprocessing():
     np.testing.assert_allclose(crops_to_input(big, model.pretrained_cfg), clf.prepare(list(big)), atol=1e-6)
     t = train_transform(model.pretrained_cfg, np.random.default_rng(0))(gray[0])
     assert isinstance(t, torch.Tensor) and t.shape == (1, 64, 64) and -1.0 <= float(t.min()) and float(t.max()) <= 1.0
+
+
+def test_dict_spec_as_the_trainer_passes_it(tmp_path):
+    fer = write_fer_csv(tmp_path / "fer.csv", [(0, face_like(1), "Training"), (4, face_like(2), "PublicTest")])
+    ds = build_dataset({"kind": "fer2013", "path": str(fer), "split": "val"})
+    assert len(ds) == 1 and ds.labels.tolist() == [4]
+    assert len(build_dataset({"kind": "fer2013", "path": [str(fer)]}, "train")) == 1
+    with pytest.raises(ValueError, match="options \\['vote'\\] do not apply"):
+        build_dataset({"kind": "fer2013", "path": str(fer), "vote": "strict"}, "train")
