@@ -145,15 +145,19 @@ def run_video(args: argparse.Namespace, analyzer: Any = None) -> int:
     except VideoReadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if analyzer is None:
-        from lightfer.pipeline import Analyzer
+    try:
+        if analyzer is None:
+            from lightfer.pipeline import Analyzer
 
-        analyzer = Analyzer(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                            score_threshold=args.score_threshold, nms_iou=args.nms_iou,
-                            min_face_size=args.min_face_size, max_size=args.max_size, min_size=args.min_size)
-    classes = tuple(analyzer.classes)
+            analyzer = Analyzer(args.model, backend=args.backend, device=args.device, threads=args.threads,
+                                score_threshold=args.score_threshold, nms_iou=args.nms_iou,
+                                min_face_size=args.min_face_size, max_size=args.max_size, min_size=args.min_size)
+        classes = tuple(analyzer.classes)
+        timelines = [TimelineWriter(p, classes) for p in (args.csv, args.jsonl) if p]
+    except BaseException:
+        src.close()
+        raise
     fps_out = src.fps or 30.0
-    timelines = [TimelineWriter(p, classes) for p in (args.csv, args.jsonl) if p]
     summary = SummaryBuilder(classes, source=src.name)
     video_out: AnnotatedVideoWriter | None = None
     bar = tqdm(total=src.frame_count, unit="frame", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True,
