@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -131,6 +132,7 @@ def test_manifold_distillation_run(tmp_path: Path, tiny) -> None:
     row = _rows(tmp_path)[0]
     assert float(row["train_loss_md"]) > 0 and float(row["train_loss_kd"]) > 0
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in w0.items())  # frozen, BN stats included
+    assert all(p.grad is None for p in teacher.parameters())  # gradients reach the student only
     bad = _cfg(tmp_path / "b", loss={"task": "manifold", "md_layers": [["nope", "features.2"]]},
                teacher={"name": "x"}, epochs=1)
     with pytest.raises(ValueError, match="no sub-module 'nope'"):
@@ -204,3 +206,25 @@ def test_augment_and_model_input() -> None:
     assert to_model_input(luma, None, 3, (0.5,) * 3, (0.5,) * 3).shape == (4, 3, 20, 20)
     with pytest.raises(ValueError, match="channels"):
         to_model_input(torch.rand(1, 2, 8, 8), None, 3, (0.5,) * 3, (0.5,) * 3)
+
+
+def test_data_is_reindexed_into_the_models_class_order(tmp_path: Path, tiny) -> None:
+    from lightfer.data import FERDataset
+    from lightfer.models import FER2013_CLASSES
+
+    def as_fer(ds: SyntheticFER) -> FERDataset:
+        imgs = (torch.stack([ds[i][0][0] for i in range(len(ds))]) * 255).round().to(torch.uint8).numpy()
+        return FERDataset(images=imgs, labels=ds.labels.numpy(), classes=tuple(reversed(FER2013_CLASSES)))
+
+    train, val = as_fer(SyntheticFER(512, seed=1)), as_fer(SyntheticFER(256, seed=2))
+    torch.manual_seed(0)
+    model = tiny()
+    model.pretrained_cfg = model.pretrained_cfg.__class__(input_size=32, classes=FER2013_CLASSES)
+    res = main(_cfg(tmp_path), model=model, datasets=(train, val))
+    assert res["best_acc"] > 0.35
+    x = to_model_input(torch.from_numpy(val.images[:, None]).float() / 255, 32, 1, (0.5,), (0.5,))
+    with torch.no_grad():
+        pred = model.eval()(x).argmax(1).numpy()
+    model_index = np.array([FER2013_CLASSES.index(c) for c in val.classes])[val.labels]
+    right, raw = (pred == model_index).mean(), (pred == val.labels).mean()
+    assert right > 0.35 and right > raw + 0.2  # outputs follow the model's class order, not the dataset's

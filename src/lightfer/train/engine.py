@@ -246,6 +246,12 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     k = len(classes)
     if model is None:
         model = build_model(cfg, classes)
+    model_classes = tuple(getattr(getattr(model, "pretrained_cfg", None), "classes", None) or classes)
+    if model_classes != classes and hasattr(train_ds, "remap"):  # e.g. pretrained weights with their own order
+        log.info("re-indexing the data into the model's classes %s", model_classes)
+        train_ds = train_ds.remap(model_classes)
+        val_ds = val_ds.remap(model_classes) if val_ds is not None and hasattr(val_ds, "remap") else val_ds
+        classes, k = model_classes, len(model_classes)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
