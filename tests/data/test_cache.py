@@ -119,7 +119,11 @@ def test_prepare_cli_on_a_folder_of_real_photos(tmp_path, astronaut, portraits, 
     rc = main(["prepare", "--data", f"folder:{tmp_path / 'data'}?size=256", "--out", str(tmp_path / "cache"),
                "--splits", "all", "--no-progress"])
     assert rc == 0
-    assert "2/3 faces detected (66.67%), 64px crops, margin 0.15" in capsys.readouterr().out
+    from lightfer.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg("fer_mini_xception")
+    mode = getattr(cfg, "crop_mode", "align")
+    assert f"2/3 faces detected (66.67%), 64px {mode} crops, margin {cfg.crop_margin}" in capsys.readouterr().out
     ds = build_dataset(f"cache:{tmp_path / 'cache'}", "all")
     assert ds.images.shape == (3, 64, 64, 3) and ds.classes == ("happy", "neutral")
     np.testing.assert_array_equal(ds.meta["face_found"], [True, True, False])
@@ -134,3 +138,18 @@ def test_real_fer2013_detection_rate(shared_data, detector):
     out = crop_faces(ds.images, detector.detect, CropSettings(size=64, margin=0.15))
     assert out["face_found"].mean() >= 0.9
     assert out["images"].shape == (80, 64, 64)
+
+
+def test_box_mode_cuts_the_detector_box_like_serving():
+    from lightfer.alignment import crop_box
+
+    s = CropSettings(size=40, margin=0.0, mode="box", upscale=4, pad=0.25)
+    detect, _ = fake_detector(s)
+    img = np.random.default_rng(3).integers(0, 255, (1, 48, 48, 3), dtype=np.uint8)
+    out = crop_faces(img, detect, s)
+    big = cv2.copyMakeBorder(cv2.resize(img[0], (192, 192), interpolation=cv2.INTER_CUBIC), 48, 48, 48, 48,
+                             cv2.BORDER_REPLICATE)
+    box = detect(big)[0].box
+    np.testing.assert_array_equal(out["images"][0], crop_box(big, box, 40, 0.0))
+    with pytest.raises(ValueError, match="unknown crop mode"):
+        crop_faces(img, detect, CropSettings(mode="warp"))

@@ -49,6 +49,10 @@ def test_remap_reorders_drops_or_raises():
     assert out.soft_labels.shape == (3, 7) and out.soft_labels[0, 6] == 1
     with pytest.raises(LabelError, match=r"\['contempt'\] are not in the target"):
         ds.remap(CANONICAL_CLASSES[:7])
+    ds.meta.update(face_found=np.array([True, False, True, False]), note="kept")
+    out = ds.remap(CANONICAL_CLASSES[:7], drop_missing=True)
+    assert out.meta["face_found"].tolist() == [True, False, False] and out.meta["note"] == "kept"
+    assert ds.subset([3, 0]).meta["face_found"].tolist() == [False, True]
 
 
 def test_dataset_validation_errors():

@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="only the first N samples (smoke runs)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--onnx-latency", action="store_true", help="also time the model in ONNX Runtime")
     p.add_argument("--threads", type=int, help="CPU threads (set once for the process)")
     p.add_argument("--out", metavar="DIR", help="write report.json and confusion.png here")
     p.add_argument("--json", metavar="FILE", help="write the JSON report to FILE ('-' = stdout)")
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         if args.limit:
             ds = ds.subset(range(min(args.limit, len(ds))))
         report = evaluate_classifier(model, ds, batch_size=args.batch_size, tta_flip=args.tta,
-                                     latency=not args.no_latency)
+                                     latency=not args.no_latency, onnx_latency=args.onnx_latency)
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

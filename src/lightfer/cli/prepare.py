@@ -16,7 +16,8 @@ EPILOG = """examples:
 each split becomes DIR/<split>.npz (crops, labels, face_found, boxes, landmarks) and DIR/index.json
 records the settings and the detection rate. Small images (e.g. 48x48) are upscaled x4 (bicubic)
 and padded before detection; images without a detected face keep their own crop, resized.
-The crop size and margin default to the model's pretrained config (--model), as serving uses."""
+Crop size, margin and mode (5-point alignment or box crop) default to the model's pretrained
+config (--model), exactly as serving cuts faces for that model."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--splits", default="train,val,test", help="comma-separated splits (or 'all')")
     p.add_argument("--model", default="fer_mini_xception", help="take crop size and margin from this model's config")
     p.add_argument("--size", type=int, help="crop side in px (overrides the model's)")
-    p.add_argument("--margin", type=float, help="alignment margin (overrides the model's)")
+    p.add_argument("--margin", type=float, help="crop margin (overrides the model's)")
+    p.add_argument("--mode", choices=["align", "box"], help="crop mode: 5-point alignment or square box crop "
+                   "(overrides the model's crop_mode)")
     p.add_argument("--upscale", type=float, default=4.0, help="enlargement of small images before detection")
     p.add_argument("--small-side", type=int, default=160, help="images with a shorter side below this are upscaled")
     p.add_argument("--pad", type=float, default=0.25, help="padding per side, fraction of the (upscaled) image")
@@ -61,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     settings = CropSettings(size=args.size or cfg.input_size,
                             margin=cfg.crop_margin if args.margin is None else args.margin,
+                            mode=args.mode or getattr(cfg, "crop_mode", "align"),
                             upscale=args.upscale, small_side=args.small_side, pad=args.pad, border=args.border)
     det_kwargs = {"backend": args.backend, "score_threshold": args.score}
     detector = FaceDetector(args.backend, threads=args.threads, score_threshold=args.score)
@@ -75,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         entry = write_split(args.out, split, ds, detector.detect, settings, progress=not args.no_progress)
         update_index(args.out, split, entry, dataset=ds, settings=settings, source=args.data,
-                     model=args.model if args.size is None and args.margin is None else None, detector=det_kwargs)
+                     model=args.model if args.size is None and args.margin is None and args.mode is None else None,
+                     detector=det_kwargs)
         dt = time.perf_counter() - t0
         print(f"{split}: {entry['faces_found']}/{entry['count']} faces detected "
-              f"({100 * entry['detection_rate']:.2f}%), {settings.size}px crops, margin {settings.margin}, "
+              f"({100 * entry['detection_rate']:.2f}%), {settings.size}px {settings.mode} crops, margin {settings.margin}, "
               f"{dt:.0f} s -> {args.out}/{entry['file']}")
     return 0

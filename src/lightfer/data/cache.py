@@ -2,7 +2,8 @@
 
 Each image is (if small, e.g. 48x48) upscaled with bicubic interpolation and padded, passed to
 the product's :class:`lightfer.detection.FaceDetector`, and the best face is cut with
-:func:`lightfer.alignment.align_face` -- the same crop serving uses. When no face is found the
+:func:`lightfer.alignment.crop_face` in the model's ``crop_mode`` (5-point alignment or square box
+crop) -- the same crop serving uses. When no face is found the
 dataset's own crop, resized, is kept, and ``face_found`` says so. Output, in one folder:
 
 * ``<split>.npz`` (compressed): ``images`` uint8 ``(N, S, S)`` gray or ``(N, S, S, 3)``, ``labels``
@@ -38,7 +39,8 @@ class CropSettings:
     """How crops are cut."""
 
     size: int = 64  # side of the square crop, px
-    margin: float = 0.0  # alignment margin (lightfer.alignment)
+    margin: float = 0.0  # crop margin (lightfer.alignment)
+    mode: str = "align"  # "align" (5-point warp) or "box" (square crop of the detector box), as the model's crop_mode
     upscale: float = 4.0  # images whose shorter side is below small_side are enlarged by this (bicubic)
     small_side: int = 160  # px; larger images are detected at their own size
     pad: float = 0.25  # padding added on each side, as a fraction of the (upscaled) side
@@ -67,7 +69,7 @@ def crop_faces(images: np.ndarray, detect: Callable[[np.ndarray], list], setting
         dict with ``images`` (crops, gray when the input is gray), ``face_found``, ``scores``,
         ``boxes`` and ``landmarks`` (source pixels) as described in the module doc.
     """
-    from lightfer.alignment import align_face
+    from lightfer.alignment import crop_face
 
     n, gray = len(images), images.ndim == 3
     size = settings.size
@@ -97,7 +99,8 @@ def crop_faces(images: np.ndarray, detect: Callable[[np.ndarray], list], setting
         if best is None:
             crop = resize(src, size)
         else:
-            crop = align_face(big, np.asarray(best.landmarks, np.float64), size, settings.margin)
+            crop = crop_face(big, np.asarray(best.box, np.float64), np.asarray(best.landmarks, np.float64), size,
+                             settings.margin, settings.mode)
             if gray:
                 crop = crop[..., 0]
             found[i] = True
@@ -136,11 +139,12 @@ def update_index(out_dir: str | Path, split: str, entry: dict[str, Any], *, data
     index: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     head = {
         "format": CACHE_FORMAT, "version": CACHE_VERSION, "source": source, "classes": list(dataset.classes),
-        "channels": dataset.channels, "size": settings.size, "margin": settings.margin, "model": model,
+        "channels": dataset.channels, "size": settings.size, "margin": settings.margin, "crop_mode": settings.mode,
+        "model": model,
         "upscale": settings.upscale, "small_side": settings.small_side, "pad": settings.pad,
         "border": settings.border, "detector": detector,
     }
-    for key in ("classes", "size", "margin", "channels"):
+    for key in ("classes", "size", "margin", "crop_mode", "channels"):
         if key in index and index[key] != head[key]:
             raise ValueError(f"{path}: existing cache has {key}={index[key]!r}, this run {head[key]!r}; "
                              "use another --out folder")
@@ -183,6 +187,7 @@ def read_cache(path: str | Path, split: str | None, found_only: bool = False) ->
     ds = FERDataset(images=arrays["images"][keep], labels=arrays["labels"][keep], classes=tuple(index["classes"]),
                     soft_labels=arrays["soft_labels"][keep] if "soft_labels" in arrays else None,
                     ids=[str(s) for s in arrays["ids"][keep]], name=f"cache[{key}]",
-                    meta={"face_found": arrays["face_found"][keep], "size": index["size"], "margin": index["margin"]})
+                    meta={"face_found": arrays["face_found"][keep], "size": index["size"], "margin": index["margin"],
+                          "crop_mode": index.get("crop_mode", "align")})
     log.info("%s", ds.summary())
     return ds

@@ -42,6 +42,7 @@ class FERDataset(torch.utils.data.Dataset):
         transform: applied to one uint8 image in ``__getitem__``; default :func:`to_tensor`.
         return_soft: ``__getitem__`` yields ``(image, label, soft)`` instead of ``(image, label)``.
         name: a short description (the spec it was built from).
+        meta: extra information; arrays of length N (``face_found``, ``source``) follow ``subset`` / ``remap``.
     """
 
     images: np.ndarray
@@ -107,8 +108,14 @@ class FERDataset(torch.utils.data.Dataset):
             images=self.images[index], labels=self.labels[index], classes=self.classes,
             soft_labels=None if self.soft_labels is None else self.soft_labels[index],
             ids=[self.ids[i] for i in index], transform=self.transform, return_soft=self.return_soft,
-            name=self.name, meta=dict(self.meta),
+            name=self.name, meta=self._meta_rows(index),
         )
+
+    def _meta_rows(self, index: np.ndarray) -> dict[str, Any]:
+        """``meta`` with per-sample arrays (length N, e.g. ``face_found``, ``source``) cut to ``index``."""
+        n = len(self)
+        return {k: (v[index] if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n else v)
+                for k, v in self.meta.items()}
 
     def remap(self, classes: Sequence[str], drop_missing: bool = False) -> "FERDataset":
         """The same samples with labels re-indexed into ``classes`` (matched by canonical name).
@@ -140,7 +147,7 @@ class FERDataset(torch.utils.data.Dataset):
             images=self.images[idx], labels=new[idx], classes=classes,
             soft_labels=None if soft is None else soft[idx], ids=[self.ids[i] for i in idx],
             transform=self.transform, return_soft=self.return_soft and soft is not None,
-            name=self.name, meta=dict(self.meta),
+            name=self.name, meta=self._meta_rows(idx),
         )
 
     def summary(self) -> str:

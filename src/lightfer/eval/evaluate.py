@@ -96,9 +96,9 @@ def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int = 256, t
     return np.concatenate(out) if out else np.zeros((0, n_cls), np.float32)
 
 
-def model_cost(model: nn.Module, latency: bool = True, repeats: int = 30) -> dict[str, Any]:
-    """Parameters, FLOPs (2 x MACs, batch 1) and eager batch-1 latency in ms per face."""
-    from lightfer.eval.profile import count_flops, time_torch
+def model_cost(model: nn.Module, latency: bool = True, repeats: int = 30, onnx: bool = False) -> dict[str, Any]:
+    """Parameters, FLOPs (2 x MACs, batch 1) and batch-1 latency in ms per face (eager; ONNX Runtime if asked)."""
+    from lightfer.eval.profile import count_flops, time_onnx, time_torch
     from lightfer.models import count_params
 
     cfg = model.pretrained_cfg
@@ -107,11 +107,13 @@ def model_cost(model: nn.Module, latency: bool = True, repeats: int = 30) -> dic
                             "input": [1, cfg.in_chans, cfg.input_size, cfg.input_size],
                             "threads": torch.get_num_threads(), "backend": "torch eager"}
     cost["latency_ms"] = time_torch(model, example, repeats=repeats) if latency else None
+    if latency and onnx:
+        cost["onnx_latency_ms"] = time_onnx(model, example, threads=torch.get_num_threads(), repeats=repeats)
     return cost
 
 
 def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: int = 256, tta_flip: bool = False,
-                        latency: bool = True) -> dict[str, Any]:
+                        latency: bool = True, onnx_latency: bool = False) -> dict[str, Any]:
     """The full report of ``lightfer eval`` for one dataset split (see :mod:`lightfer.eval.metrics`)."""
     cfg = model.pretrained_cfg
     ds = align_labels(dataset, tuple(cfg.classes))
@@ -131,5 +133,5 @@ def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: in
     if "face_found" in ds.meta:
         found = np.asarray(ds.meta["face_found"])
         report["face_found_rate"] = float(found.mean()) if len(found) else None
-    report["cost"] = model_cost(model, latency=latency)
+    report["cost"] = model_cost(model, latency=latency, onnx=onnx_latency)
     return report

@@ -39,6 +39,8 @@ def format_table(metrics: dict[str, Any], title: str = "") -> str:
         if cost.get("latency_ms") is not None:
             parts.append(f"latency {cost['latency_ms']:.2f} ms/face (batch 1, {cost.get('threads')} thread(s), "
                          f"{cost.get('backend', 'torch')})")
+        if cost.get("onnx_latency_ms") is not None:
+            parts.append(f"ONNX Runtime {cost['onnx_latency_ms']:.2f} ms/face")
         lines.append("   ".join(parts))
     return "\n".join(lines)
 
