@@ -228,3 +228,24 @@ def test_data_is_reindexed_into_the_models_class_order(tmp_path: Path, tiny) -> 
     model_index = np.array([FER2013_CLASSES.index(c) for c in val.classes])[val.labels]
     right, raw = (pred == model_index).mean(), (pred == val.labels).mean()
     assert right > 0.35 and right > raw + 0.2  # outputs follow the model's class order, not the dataset's
+
+
+def test_teacher_from_a_training_checkpoint_uses_its_ema(tmp_path: Path, tiny) -> None:
+    from lightfer.train import load_model_from_checkpoint
+
+    torch.manual_seed(0)
+    first = _cfg(tmp_path / "teacher", model={"name": "fer_mini_xception"}, data={"synthetic_size": 64}, epochs=1,
+                 ema_decay=0.9)
+    main(first)
+    ck = load_checkpoint(tmp_path / "teacher" / "best.pt")
+    assert any(not torch.equal(v, ck["model"][k]) for k, v in ck["ema"].items())  # EMA differs from raw weights
+    kd = _cfg(tmp_path / "student", loss={"task": "kd"}, data={"synthetic_size": 64}, epochs=1,
+              teacher={"name": "fer_mini_xception", "checkpoint": str(tmp_path / "teacher" / "best.pt"),
+                       "logits_file": str(tmp_path / "logits.pt")})
+    main(kd, model=tiny())
+    table = torch.load(tmp_path / "logits.pt", weights_only=False)["logits"]
+    teacher = load_model_from_checkpoint(tmp_path / "teacher" / "best.pt")  # EMA weights, 64 px input
+    ds = SyntheticFER(64, seed=kd.seed * 2 + 1)
+    with torch.no_grad():
+        want = teacher(to_model_input(torch.stack([ds[i][0] for i in range(4)]), 64, 1, (0.5,), (0.5,)))
+    assert torch.allclose(table[:4], want, atol=1e-4)

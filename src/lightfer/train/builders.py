@@ -43,7 +43,9 @@ def _state_dict_from(path: str) -> dict[str, torch.Tensor]:
     from lightfer.train.checkpoint import CheckpointError, load_checkpoint
 
     obj = load_checkpoint(path)
-    if "model" in obj and isinstance(obj["model"], dict):
+    if isinstance(obj.get("ema"), dict):  # a lightfer run with EMA: validation (and best.pt) used the EMA
+        obj = obj["ema"]
+    elif isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: neither a lightfer checkpoint nor a state dict")
