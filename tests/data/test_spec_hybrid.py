@@ -19,6 +19,9 @@ def test_parse_spec_forms_and_errors():
     h = parse_spec("fer2013:/a.csv+folder:/ck?split=all")
     assert h["kind"] == "hybrid" and [p["kind"] for p in h["parts"]] == ["fer2013", "folder"]
     assert parse_spec({"kind": "folder", "path": "/x", "gray": "1"})["gray"] is True
+    assert parse_spec("folder:/data/CK+48?split=all")["paths"] == ["/data/CK+48"]  # '+' inside a path
+    h = parse_spec("folder:/data/CK+48+ckplus:/a+b")
+    assert [p["paths"] for p in h["parts"]] == [["/data/CK+48"], ["/a+b"]]
     for bad, msg in [("/just/a/path", "needs KIND:PATH"), ("mnist:/x", "unknown kind 'mnist'"),
                      ("folder:/x?colour=1", "unknown option 'colour'"), ("folder:/x?size=big", "not an integer"),
                      ("ferplus:/only/one.csv", "takes 2 path"), ("folder:", "no path"), ("folder:/x?size", "key=value")]:

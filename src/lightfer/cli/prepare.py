@@ -11,7 +11,7 @@ EPILOG = """examples:
   lightfer prepare --data fer2013:/data/fer2013.csv.gz --out crops/fer64 --splits test
   lightfer prepare --data fer2013:/data/fer2013.csv.gz --out crops/fer64 --splits train,val,test --model fer_mini_xception
   lightfer prepare --data ferplus:/data/fer2013.csv.gz,/data/fer2013new.csv --out crops/ferplus112 --size 112 --margin 0.15
-  lightfer prepare --data folder:/data/ckplus?split=all --out crops/ck --splits all
+  lightfer prepare --data 'folder:/data/ckplus?split=all' --out crops/ck --splits all
   lightfer eval fer_mini_xception --data cache:crops/fer64 --split test      # evaluate on the cached crops
 each split becomes DIR/<split>.npz (crops, labels, face_found, boxes, landmarks) and DIR/index.json
 records the settings and the detection rate. Small images (e.g. 48x48) are upscaled x4 (bicubic)

@@ -16,12 +16,14 @@ cache          a ``lightfer prepare`` output folder                   ``found_on
 =============  =====================================================  =========================
 
 Options for every kind: ``size=S`` (square resize), ``gray=1``, ``split=NAME`` (override the
-split asked for, e.g. ``split=all`` for a folder without splits). A dict spec is
+split asked for, e.g. ``split=all`` for a folder without splits). ``+`` joins specs only where a
+kind follows it, so a path like ``CK+48`` is safe. A dict spec is
 ``{"kind": ..., "path": str | list, **options}`` or ``{"kind": "hybrid", "parts": [spec, ...]}``.
 """
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Callable, Sequence
 
 from lightfer.data.dataset import FERDataset
@@ -32,6 +34,8 @@ KINDS: tuple[str, ...] = ("fer2013", "ferplus", "folder", "rafdb", "affectnet", 
 _INT_OPTS = {"size", "classes", "peak"}
 _BOOL_OPTS = {"gray", "neutral", "found_only"}
 _STR_OPTS = {"split", "labels", "vote"}
+# "+" joins specs only when a kind follows, so paths such as "CK+48" stay whole
+_HYBRID_SPLIT = re.compile(r"\+(?=(?:" + "|".join(KINDS) + r"):)")
 
 
 def parse_spec(spec: str | dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +50,9 @@ def parse_spec(spec: str | dict[str, Any]) -> dict[str, Any]:
             paths = [p for p in paths.split(",") if p]
         return _check({"kind": kind, "paths": list(paths or []), **d}, str(spec))
     text = str(spec).strip()
-    if "+" in text:
-        return {"kind": "hybrid", "parts": [parse_spec(p) for p in text.split("+")]}
+    parts = _HYBRID_SPLIT.split(text)
+    if len(parts) > 1:
+        return {"kind": "hybrid", "parts": [parse_spec(p) for p in parts]}
     kind, sep, rest = text.partition(":")
     if not sep:
         raise ValueError(f"dataset spec {text!r} needs KIND:PATH with KIND one of {', '.join(KINDS)}")
