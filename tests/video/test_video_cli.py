@@ -236,3 +236,40 @@ def test_real_ctrl_c_finishes_the_frame_then_stops(two_people: Path, tmp_path: P
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert [int(r["frame_index"]) for r in rows] == list(range(6))  # frame 5 completed, nothing after
     assert video_info(tmp_path / "a.mp4")[0] == 6
+
+
+@pytest.mark.parametrize("smoothing", [["--smoothing", "window", "--window", "3"],
+                                       ["--smoothing", "ema", "--smoothing-alpha", "0.5"]])
+def test_exported_smoothing_follows_each_person(two_people: Path, tmp_path: Path, smoothing: list[str]) -> None:
+    """Two people with their own probability sequences: smoothed columns are computed per track."""
+    from lightfer.cli.video import run_video
+
+    rng = np.random.default_rng(3)
+    seqs = rng.dirichlet([1, 1, 1], size=(17, 2))
+
+    def script(k: int) -> list:
+        return [((10, 10, 60, 70), tuple(seqs[k, 0])), ((200, 100, 250, 160), tuple(seqs[k, 1]))]
+
+    args = build_parser().parse_args(["predict", str(two_people), "--no-progress", "-q", "--stride", "2",
+                                      "--csv", str(tmp_path / "t.csv"), *smoothing])
+    analyzer = ScriptedAnalyzer(script)
+    assert run_video(args, analyzer=analyzer) == 0
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    for tid, person in ((1, 0), (2, 1)):
+        mine = [r for r in rows if int(r["track_id"]) == tid]
+        raw = np.array([[float(r[f"p_{c}"]) for c in analyzer.classes] for r in mine])
+        sm = np.array([[float(r[f"smoothed_{c}"]) for c in analyzer.classes] for r in mine])
+        np.testing.assert_allclose(raw, seqs[:9, person], atol=1e-4)  # analysed calls 0..8
+        if smoothing[1] == "window":
+            want = np.array([raw[max(0, i - 2): i + 1].mean(0) for i in range(len(raw))])
+        else:
+            want = [raw[0]]
+            for p in raw[1:]:
+                want.append(0.5 * p + 0.5 * want[-1])
+        np.testing.assert_allclose(sm, np.array(want), atol=2e-4)
+        assert [r["label"] for r in mine] == [analyzer.classes[k] for k in sm.argmax(1)]
+
+
+def test_missing_camera_is_a_clear_error(capsys: pytest.CaptureFixture) -> None:
+    assert main(["predict", "--camera", "97", "--no-progress"]) == 1
+    assert "camera 97" in capsys.readouterr().err

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-Path_ = Callable[[int], "tuple[int, int] | None"]  # frame index -> top-left corner, None = not in the frame
+Trajectory = Callable[[int], "tuple[int, int] | None"]  # frame index -> top-left corner, None = not in the frame
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Actor:
     """A face picture and where it is in each frame."""
 
     tile: np.ndarray  # RGB uint8 (h, w, 3), face in the middle
-    path: Path_
+    path: Trajectory
 
 
 def face_tile(photo: np.ndarray, box: Sequence[float], size: int, margin: float = 1.7) -> np.ndarray:
@@ -97,7 +97,7 @@ def benchmark_actors(size: tuple[int, int] = (640, 480)) -> list[Actor]:
     ]
     corners = [(w * 0.05, h * 0.05), (w * 0.55, h * 0.05), (w * 0.05, h * 0.5), (w * 0.55, h * 0.5)]
 
-    def drift(x0: float, y0: float, k: int) -> Path_:
+    def drift(x0: float, y0: float, k: int) -> Trajectory:
         return lambda i: (x0 + 20 * np.sin(i / 15 + k), y0 + 10 * np.cos(i / 20 + k))
 
     return [Actor(tile, drift(x, y, k)) for k, (tile, (x, y)) in enumerate(zip(tiles, corners))]
