@@ -24,12 +24,14 @@ def test_folder_synonyms_splits_and_resize(tmp_path):
     (tmp_path / "train" / "anger" / "notes.txt").write_text("not an image")
     write_png(tmp_path / "test" / "surprised" / "d.png", rgb(40))
     ds = build_dataset(f"folder:{tmp_path}?size=32", "train")
-    assert ds.classes == ("angry", "happy")  # canonical names, canonical order
+    assert ds.classes == ("angry", "happy", "surprise")  # canonical names and order, union over splits
     assert ds.images.shape == (3, 32, 32, 3) and ds.channels == 3
     np.testing.assert_array_equal(ds.labels, [0, 0, 1])
     assert ds.images[2, 5, 5, 0] == 10 and ds.images[2, 5, 5, 1] == 245  # RGB order kept
     test = build_dataset(f"folder:{tmp_path}", "test")
-    assert test.classes == ("surprise",) and test.images.shape == (1, 40, 40, 3)
+    assert test.classes == ("angry", "happy", "surprise") and test.images.shape == (1, 40, 40, 3)
+    assert ds.classes == ("angry", "happy", "surprise")  # one label index shared by all splits
+    assert test.labels.tolist() == [2]
     gray = build_dataset(f"folder:{tmp_path}?gray=1&size=16", "train")
     assert gray.images.shape == (3, 16, 16)
     with pytest.raises(FileNotFoundError, match="no folder for split 'val'"):
@@ -55,7 +57,9 @@ def test_folder_numeric_classes_need_a_label_map(tmp_path):
     ds = build_dataset(f"folder:{tmp_path}?labels=rafdb", "train")  # Kaggle RAF-DB layout: 1 surprise, 6 anger
     assert ds.classes == ("angry", "surprise")
     assert [ds.classes[y] for y in ds.labels] == ["surprise", "angry"]
-    with pytest.raises(LabelError, match="unknown class name '1'"):
+    write_png(tmp_path / "test" / "4" / "d.png", rgb(8))
+    assert build_dataset(f"folder:{tmp_path}?labels=rafdb", "train").classes == ("angry", "happy", "surprise")
+    with pytest.raises(LabelError, match=r"unknown class name '\d'"):
         build_dataset(f"folder:{tmp_path}", "train")
     write_png(tmp_path / "train" / "9" / "c.png", rgb(7))
     with pytest.raises(LabelError, match=r"label 9 not in the rafdb map"):
@@ -71,7 +75,8 @@ def test_rafdb_list_and_aligned_images(tmp_path):
     train = build_dataset(f"rafdb:{tmp_path}", "train")
     assert [train.classes[y] for y in train.labels] == ["surprise", "happy"]
     test = read_rafdb(tmp_path, "test")
-    assert test.classes == ("neutral",) and test.images.shape == (1, 100, 100, 3)
+    assert test.classes == train.classes and len(test.classes) == 7 and test.images.shape == (1, 100, 100, 3)
+    assert test.classes[test.labels[0]] == "neutral"
     with pytest.raises(ValueError, match="RAF-DB has splits train and test"):
         read_rafdb(tmp_path, "val")
     (tmp_path / "EmoLabel" / "list_patition_label.txt").write_text("train_00001.jpg one\n")

@@ -115,6 +115,10 @@ def read_folder(root: str | Path, split: str | None = None, *, size: int | None 
     if labels is not None and labels not in LABEL_MAPS:
         raise ValueError(f"unknown label map {labels!r}; known: {sorted(LABEL_MAPS)}")
     base = _split_root(root, split)
+    # classes = union over every split folder, so train / val / test share one label index
+    split_dirs = [d for d in root.iterdir() if d.is_dir() and any(d.name in v for v in SPLIT_DIRS.values())]
+    union = {_label_of(c.name, labels, str(c)) for d in (split_dirs if base != root else [root])
+             for c in d.iterdir() if c.is_dir()}
     files: list[Path] = []
     names: list[str] = []
     for d in sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: p.name.lower()):
@@ -125,18 +129,19 @@ def read_folder(root: str | Path, split: str | None = None, *, size: int | None 
                 names.append(cls)
     if not files:
         raise FileNotFoundError(f"{base}: no images in class folders ({', '.join(IMAGE_EXTS)})")
-    return _finish(files, names, size=size, gray=gray, classes=classes, name=f"{name}[{split or 'all'}]")
+    return _finish(files, names, size=size, gray=gray, classes=classes, name=f"{name}[{split or 'all'}]",
+                   present=union)
 
 
 def _finish(files: list[Path], names: list[str], *, size: int | None, gray: bool, classes: int | None,
-            name: str, boxes: list | None = None) -> FERDataset:
+            name: str, boxes: list | None = None, present: set[str] | None = None) -> FERDataset:
     if classes == 7:  # drop contempt (AffectNet-7 / FER2013 label set)
         keep = [i for i, n in enumerate(names) if n != "contempt"]
         files, names = [files[i] for i in keep], [names[i] for i in keep]
         boxes = None if boxes is None else [boxes[i] for i in keep]
     elif classes not in (None, 8):
         raise ValueError(f"classes must be 7 or 8, got {classes}")
-    present = set(names)
+    present = set(names) | (present or set())
     cls = tuple(c for c in CANONICAL_CLASSES if c in present)
     if classes == 7:
         cls = CANONICAL_CLASSES[:7]
@@ -178,7 +183,8 @@ def read_rafdb(root: str | Path, split: str | None, *, size: int | None = None, 
         names.append(map_code("rafdb", code, f"{label_file}:{line_no}"))
     if not files:
         raise FileNotFoundError(f"{label_file}: no rows for split {split!r}")
-    return _finish(files, names, size=size, gray=gray, classes=None, name=f"rafdb[{split or 'all'}]")
+    return _finish(files, names, size=size, gray=gray, classes=None, name=f"rafdb[{split or 'all'}]",
+                   present=set(LABEL_MAPS["rafdb"].values()))  # the 7 basic classes in every split
 
 
 def read_affectnet(root: str | Path, split: str | None, *, size: int | None = None, gray: bool = False,
@@ -254,4 +260,4 @@ def read_ckplus(root: str | Path, split: str | None = None, *, size: int | None 
             names.append("neutral")
     if not files:
         raise FileNotFoundError(f"{emo_root}: no *_emotion.txt files")
-    return _finish(files, names, size=size, gray=gray, classes=None, name="ckplus[all]")
+    return _finish(files, names, size=size, gray=gray, classes=8, name="ckplus[all]")
