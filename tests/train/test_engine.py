@@ -249,3 +249,8 @@ def test_teacher_from_a_training_checkpoint_uses_its_ema(tmp_path: Path, tiny) -
     with torch.no_grad():
         want = teacher(to_model_input(torch.stack([ds[i][0] for i in range(4)]), 64, 1, (0.5,), (0.5,)))
     assert torch.allclose(table[:4], want, atol=1e-4)
+
+
+def test_model_with_the_wrong_number_of_outputs_is_refused(tmp_path: Path, tiny) -> None:
+    with pytest.raises(ValueError, match="5 outputs"):
+        main(_cfg(tmp_path), model=tiny(num_classes=5))

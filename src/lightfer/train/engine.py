@@ -247,11 +247,17 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     if model is None:
         model = build_model(cfg, classes)
     model_classes = tuple(getattr(getattr(model, "pretrained_cfg", None), "classes", None) or classes)
-    if model_classes != classes and hasattr(train_ds, "remap"):  # e.g. pretrained weights with their own order
-        log.info("re-indexing the data into the model's classes %s", model_classes)
+    if len(model_classes) != len(classes):
+        raise ValueError(f"the model has {len(model_classes)} outputs {model_classes} but the data has "
+                         f"{len(classes)} classes {classes}")
+    if model_classes != classes and set(model_classes) == set(classes) and hasattr(train_ds, "remap"):
+        log.info("re-indexing the data into the model's class order %s", model_classes)  # e.g. pretrained weights
         train_ds = train_ds.remap(model_classes)
         val_ds = val_ds.remap(model_classes) if val_ds is not None and hasattr(val_ds, "remap") else val_ds
-        classes, k = model_classes, len(model_classes)
+        classes = model_classes
+    elif model_classes != classes:
+        log.warning("model classes %s differ from the data's %s: output i is trained as data class i",
+                    model_classes, classes)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
