@@ -98,3 +98,17 @@ def test_real_fer2013_test_split_baseline(shared_data, capsys):
     assert rc == 0
     r = json.loads(capsys.readouterr().out)
     assert r["evaluated"] == 600 and 0.55 < r["accuracy"] < 0.80 and 0.45 < r["uar"] < r["accuracy"] + 0.1
+
+
+def test_several_splits_in_one_run(tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    for split, n in (("train", 2), ("test", 3)):
+        for cls in ("happy", "sad"):
+            for i in range(n):
+                write_png(tmp_path / "d" / split / cls / f"{i}.png", rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    rc = main(["eval", "fer_mini_xception", "--data", f"folder:{tmp_path / 'd'}", "--split", "train,test",
+               "--out", str(tmp_path / "o"), "--no-latency"])
+    assert rc == 0 and capsys.readouterr().out.count("confusion matrix") == 2
+    r = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert r["splits"]["train"]["evaluated"] == 4 and r["splits"]["test"]["evaluated"] == 6
+    assert (tmp_path / "o" / "confusion_train.png").exists() and (tmp_path / "o" / "confusion_test.png").exists()

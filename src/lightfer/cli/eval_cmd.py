@@ -10,12 +10,13 @@ from lightfer.cli.common import set_threads
 
 EPILOG = """examples:
   lightfer eval fer_mini_xception --data fer2013:/data/fer2013.csv.gz --split test
-  lightfer eval fer_mini_xception --data fer2013:/data/fer2013.csv.gz --split test --tta --out reports/mini
+  lightfer eval fer_mini_xception --data fer2013:/data/fer2013.csv.gz --split val,test --tta --out reports/mini
   lightfer eval runs/train/best.pt --data ferplus:/data/fer2013.csv.gz,/data/fer2013new.csv --split test
   lightfer eval shufflenet_v2_x1_0 --weights my.safetensors --data cache:crops/fer64 --split test
   lightfer eval --detector --data wider:/data/wider_face_val_subset --out reports/det
 prints a table (accuracy, UAR, macro/weighted P/R/F1, one-vs-rest AUC, per-class figures, confusion
-matrix, params, FLOPs, latency per face) and with --out writes report.json and confusion.png there.
+matrix, params, FLOPs, latency per face) per split; with --out writes report.json (keyed by split when
+several are given) and confusion[_SPLIT].png there.
 Dataset specs: see `docs/data_eval.md` (fer2013, ferplus, folder, rafdb, affectnet, ckplus, cache)."""
 
 
@@ -31,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", metavar="CHECKPOINT_OR_MODEL",
                    help="training checkpoint file or registered model name")
     p.add_argument("--data", required=True, metavar="SPEC", help="dataset spec (wider:DIR with --detector)")
-    p.add_argument("--split", default="test", help="split to evaluate: train, val, test or all (default test)")
+    p.add_argument("--split", default="test",
+                   help="split(s) to evaluate, comma-separated: train, val, test or all (default test)")
     p.add_argument("--weights", help="safetensors / .pt state dict for a registered model name")
     p.add_argument("--tta", action="store_true", help="average with the horizontally mirrored crop")
     p.add_argument("--batch-size", type=int, default=256)
@@ -105,23 +107,33 @@ def run(args: argparse.Namespace) -> int:
     from lightfer.eval.evaluate import evaluate_classifier, load_classifier
     from lightfer.eval.report import format_table, plot_confusion
 
+    splits = [x.strip() for x in args.split.split(",") if x.strip()]
+    if not splits:
+        print("error: --split is empty", file=sys.stderr)
+        return 2
+    reports, tables = {}, []
     try:
         model = load_classifier(args.model, args.weights)
-        ds = build_dataset(args.data, None if args.split == "all" else args.split)
-        if args.limit:
-            ds = ds.subset(range(min(args.limit, len(ds))))
-        report = evaluate_classifier(model, ds, batch_size=args.batch_size, tta_flip=args.tta,
-                                     latency=not args.no_latency, onnx_latency=args.onnx_latency)
+        cost = None
+        for split in splits:
+            ds = build_dataset(args.data, None if split == "all" else split)
+            if args.limit:
+                ds = ds.subset(range(min(args.limit, len(ds))))
+            r = evaluate_classifier(model, ds, batch_size=args.batch_size, tta_flip=args.tta,
+                                    latency=not args.no_latency and cost is None, onnx_latency=args.onnx_latency)
+            cost = r["cost"] = cost or r["cost"]  # measured once per run
+            r["data"], r["split"] = args.data, split
+            title = (f"{r['model']} on {r['dataset']} ({r['evaluated']} of {r['dataset_size']} samples"
+                     f"{', flip TTA' if args.tta else ''})")
+            if args.out:
+                name = "confusion.png" if len(splits) == 1 else f"confusion_{split}.png"
+                r["confusion_png"] = str(plot_confusion(r["confusion_matrix"], r["classes"], Path(args.out) / name,
+                                                        title=title))
+            reports[split] = r
+            tables.append(format_table(r, title))
     except (FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    report["data"] = args.data
-    report["split"] = args.split
-    title = (f"{report['model']} on {report['dataset']} ({report['evaluated']} of {report['dataset_size']} samples"
-             f"{', flip TTA' if args.tta else ''})")
-    if args.out:
-        png = plot_confusion(report["confusion_matrix"], report["classes"], Path(args.out) / "confusion.png",
-                             title=title)
-        report["confusion_png"] = str(png)
-    _emit(report, format_table(report, title), args)
+    report = reports[splits[0]] if len(splits) == 1 else {"splits": reports}
+    _emit(report, "\n\n".join(tables), args)
     return 0
