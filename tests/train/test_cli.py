@@ -43,7 +43,7 @@ def test_missing_config_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "nope.yaml not found" in capsys.readouterr().err
 
 
-def test_stop_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stop_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "run"
     args = ["train", SMOKE, "--output", str(out), "--set", *TINY, "epochs=2"]
     assert cli([*args, "--stop-after", "1"]) == 0
@@ -53,5 +53,9 @@ def test_stop_then_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     second = json.loads(capsys.readouterr().out)
     assert second["last"]["epoch"] == 2
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert "changed config" not in caplog.text
+    assert cli([*args, "--resume", "--set", "epochs=3", "optim.lr=0.01"]) == 0  # extend the run, says what changed
+    assert "changed config (epochs, optim.lr)" in caplog.text
+    capsys.readouterr()
     assert cli(["train", SMOKE, "--output", str(tmp_path / "empty"), "--resume"]) == 2
     assert "last.pt not found" in capsys.readouterr().err

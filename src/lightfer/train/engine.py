@@ -293,6 +293,10 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     start, best = 0, {"acc": -1.0, "epoch": 0}
     if resume:
         ck = load_checkpoint(out / "last.pt" if resume is True else resume, map_location=device)
+        changed = _changed_keys(ck.get("config", {}), config_to_dict(cfg))
+        if changed:
+            log.warning("resuming with a changed config (%s): the run is no longer a pure continuation",
+                        ", ".join(changed))
         _unwrap(model).load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         if scheduler is not None and ck.get("scheduler") is not None:
@@ -354,6 +358,18 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     if tb is not None:
         tb.close()
     return {"best_acc": best["acc"], "best_epoch": best["epoch"], "last": row, "output_dir": str(out)}
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key not in ("options", "kwargs"):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def _state(cfg: TrainConfig, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any, ema: ModelEma | None,
