@@ -132,3 +132,5 @@ def test_dict_spec_as_the_trainer_passes_it(tmp_path):
     assert len(build_dataset({"kind": "fer2013", "path": [str(fer)]}, "train")) == 1
     with pytest.raises(ValueError, match="options \\['vote'\\] do not apply"):
         build_dataset({"kind": "fer2013", "path": str(fer), "vote": "strict"}, "train")
+    with pytest.raises(ValueError, match="rafdb: options \\['labels'\\] do not apply"):
+        build_dataset(f"rafdb:{tmp_path}?labels=ckplus", "train")

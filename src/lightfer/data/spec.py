@@ -105,6 +105,12 @@ def _read(d: dict[str, Any], split: str | None) -> FERDataset:
     else:
         reader = {"folder": images.read_folder, "rafdb": images.read_rafdb, "affectnet": images.read_affectnet,
                   "ckplus": images.read_ckplus}[kind]
+        import inspect
+
+        allowed = set(inspect.signature(reader).parameters) - {"root", "split", "size", "gray"}
+        extra = sorted(set(d) - allowed)
+        if extra:
+            raise ValueError(f"{kind}: options {extra} do not apply to this kind (it takes {sorted(allowed)})")
         ds = reader(paths[0], split, size=size, gray=gray, **d)
         d.clear()
         size, gray = None, False
