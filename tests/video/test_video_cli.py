@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ScriptedAnalyzer
+from video_helpers import ScriptedAnalyzer
 
 from lightfer.cli import build_parser, main
 from lightfer.eval.video_bench import Actor, write_clip

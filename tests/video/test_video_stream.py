@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import TILE, corrupt_avi_frame, mp4_stts, set_mp4_frame_durations
+from video_helpers import TILE, corrupt_avi_frame, mp4_stts, set_mp4_frame_durations
 
 from lightfer.eval.video_bench import Actor, write_clip
 from lightfer.video import FrameSampler, VideoFrame, VideoReadError, VideoSource, is_video_source
