@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,12 +71,18 @@ class VideoSource:
     Args:
         source: path, URL, or camera index (int).
         max_failures: consecutive undecodable frames after which the source is taken as ended.
+        drop_stale: read in a background thread and hand out only the newest frame, so a slow
+            consumer never falls behind a live source (default: on for cameras and live streams).
     """
 
-    def __init__(self, source: str | os.PathLike | int, *, max_failures: int = 30) -> None:
+    def __init__(self, source: str | os.PathLike | int, *, max_failures: int = 30,
+                 drop_stale: bool | None = None) -> None:
         self.name = f"camera {source}" if isinstance(source, int) else str(source)
         self.max_failures = max_failures
         self.skipped = 0  # undecodable frames skipped so far
+        self.dropped = 0  # live frames replaced by a newer one before they were used (drop_stale)
+        self._pump: threading.Thread | None = None
+        self._stop = threading.Event()
         is_url = not isinstance(source, int) and str(source).lower().startswith(STREAM_SCHEMES)
         if isinstance(source, int):
             cap = cv2.VideoCapture(source)
@@ -93,6 +100,7 @@ class VideoSource:
         self.is_live = isinstance(source, int) or (is_url and count <= 0)
         self.frame_count: int | None = count if count > 0 and not self.is_live else None
         self.size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self.drop_stale = self.is_live if drop_stale is None else bool(drop_stale)
 
     def __enter__(self) -> "VideoSource":
         return self
@@ -101,7 +109,13 @@ class VideoSource:
         self.close()
 
     def close(self) -> None:
-        """Release the decoder (idempotent)."""
+        """Stop the reader thread, release the decoder (idempotent)."""
+        self._stop.set()
+        if self._pump is not None and self._pump is not threading.current_thread():
+            self._pump.join(timeout=5)
+            if self._pump.is_alive():  # stuck in a network read: releasing under it could crash
+                log.warning("%s: reader still blocked; leaving the stream to process exit", self.name)
+                return
         if self._cap is not None:
             self._cap.release()
             self._cap = None
@@ -109,9 +123,50 @@ class VideoSource:
     def __iter__(self) -> Iterator[VideoFrame]:
         if self._cap is None:
             raise VideoReadError(f"{self.name}: already closed")
+        reads = self._newest(self._reads()) if self.drop_stale else self._reads()
+        for index, ts, bgr in reads:
+            if bgr.ndim == 2:
+                bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+            yield VideoFrame(index, ts, cv2.cvtColor(bgr[..., :3], cv2.COLOR_BGR2RGB))
+
+    def _newest(self, reads: Iterator[tuple[int, float, np.ndarray]]) -> Iterator[tuple[int, float, np.ndarray]]:
+        """Run ``reads`` in a thread; yield only the newest item each time (older ones are dropped)."""
+        cond = threading.Condition()
+        slot: list = []
+        done: list = []
+
+        def pump() -> None:
+            try:
+                for item in reads:
+                    with cond:
+                        if slot:
+                            self.dropped += 1
+                            slot.clear()
+                        slot.append(item)
+                        cond.notify()
+            except Exception:  # the consumer sees the end of the stream; say why
+                log.exception("%s: reading failed", self.name)
+            finally:
+                with cond:
+                    done.append(True)
+                    cond.notify()
+
+        self._pump = threading.Thread(target=pump, name=f"lightfer-reader {self.name}", daemon=True)
+        self._pump.start()
+        while True:
+            with cond:
+                while not slot and not done:
+                    cond.wait(timeout=0.5)  # a timeout keeps Ctrl-C responsive
+                if not slot:
+                    return
+                item = slot.pop()
+            yield item
+
+    def _reads(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        """(index, timestamp, BGR frame) for every decodable frame; skips and counts bad ones."""
         index, fails, last_ts, t0 = -1, 0, -1.0, time.monotonic()
         step = 1.0 / (self.fps or FALLBACK_FPS)
-        while self._cap is not None:
+        while self._cap is not None and not self._stop.is_set():
             ok, bgr = self._cap.read()
             index += 1
             if not ok or bgr is None or bgr.size == 0:
@@ -130,16 +185,14 @@ class VideoSource:
                 if not np.isfinite(ts) or ts <= last_ts:  # no usable container time: nominal rate
                     ts = max(index * step, last_ts + step) if last_ts >= 0 or index else 0.0
             last_ts = ts
-            if bgr.ndim == 2:
-                bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
-            yield VideoFrame(index, ts, cv2.cvtColor(bgr[..., :3], cv2.COLOR_BGR2RGB))
+            yield index, ts, bgr
         if fails and self.frame_count is not None and index - fails < self.frame_count - 1:
             log.warning("%s: skipped %d undecodable frame(s) at the end", self.name, fails)
             self.skipped += fails
 
 
 class FrameSampler:
-    """Which frames to analyse: every ``stride``-th source frame, at most ``fps`` per second."""
+    """Which frames to analyse: every ``stride``-th decoded frame, at most ``fps`` per second of video time."""
 
     def __init__(self, stride: int = 1, fps: float | None = None) -> None:
         if stride < 1:
@@ -148,10 +201,12 @@ class FrameSampler:
             raise ValueError(f"fps must be > 0, got {fps}")
         self.stride, self.fps = int(stride), fps
         self._next_t: float | None = None
+        self._seen = 0
 
     def take(self, frame: VideoFrame) -> bool:
-        """True when this frame is to be analysed."""
-        if frame.index % self.stride:
+        """True when this frame is to be analysed (call once per decoded frame, in order)."""
+        self._seen += 1
+        if (self._seen - 1) % self.stride:
             return False
         if self.fps is None:
             return True

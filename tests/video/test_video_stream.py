@@ -219,3 +219,25 @@ def test_decoding_keeps_no_frames_behind(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert marks[399] - marks[100] < 32 * 1024  # a leaked frame alone would be 20 KB, 300 of them 6 MB
+
+
+def test_live_reader_hands_out_the_newest_frame(tmp_path: Path) -> None:
+    """A consumer slower than the source gets the latest frame, never a backlog (as for cameras)."""
+    import time
+
+    clip = plain_clip(tmp_path / "live.avi", 60)
+    src = VideoSource(clip, drop_stale=True)
+    got = []
+    for f in src:
+        got.append(f.index)
+        time.sleep(0.005)  # the reader thread decodes far faster than this
+    src.close()
+    assert got == sorted(set(got)) and got[-1] == 59  # in order, and the end is never lost
+    assert src.dropped > 0 and src.dropped + len(got) == 60
+    assert src._pump is not None and not src._pump.is_alive()
+    # closing in the middle stops the reader thread too
+    src = VideoSource(clip, drop_stale=True)
+    it = iter(src)
+    next(it)
+    src.close()
+    assert not src._pump.is_alive() and src._cap is None
