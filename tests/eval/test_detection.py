@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from lightfer.data import MalformedFileError
-from lightfer.eval.detection import average_precision, evaluate_detector, iou_matrix, match_image, read_wider_gt
+from lightfer.detection.box_utils import box_iou
+from lightfer.eval.detection import average_precision, evaluate_detector, match_image, read_wider_gt
 from lightfer.structures import Face
 
 from ..data.synth import write_png
@@ -41,7 +42,7 @@ def test_read_wider_gt(tmp_path):
 
 
 def test_iou_and_matching_rules():
-    assert iou_matrix([[0, 0, 10, 10]], [[5, 0, 15, 10]])[0, 0] == pytest.approx(50 / 150)
+    assert box_iou([[0, 0, 10, 10]], [[5, 0, 15, 10]])[0, 0] == pytest.approx(50 / 150)
     gt = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]], float)
     ignore = np.array([False, False, True])
     det = np.array([[0, 0, 10, 10], [0, 0, 10, 9], [40, 0, 50, 10], [100, 100, 110, 110], [20, 0, 30, 10]], float)

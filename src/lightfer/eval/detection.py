@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lightfer.data.fer2013 import MalformedFileError
+from lightfer.detection.box_utils import box_iou
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +80,6 @@ def read_wider_gt(path: str | Path) -> list[GTImage]:
     return out
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU ``(len(a), len(b))`` of x1, y1, x2, y2 boxes."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def match_image(det: np.ndarray, scores: np.ndarray, gt: np.ndarray, ignore: np.ndarray,
                 iou_thr: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy matching of one image (see the module doc).
@@ -105,7 +94,7 @@ def match_image(det: np.ndarray, scores: np.ndarray, gt: np.ndarray, ignore: np.
     match_score = np.full(len(gt), -np.inf)
     if len(det) == 0:
         return status, matched, match_score
-    iou = iou_matrix(det, gt)
+    iou = box_iou(det, gt)
     valid = ~np.asarray(ignore, bool)
     for d in order:
         cand = np.where(valid & ~matched, iou[d], -1.0)
