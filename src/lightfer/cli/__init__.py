@@ -22,6 +22,7 @@ VERBS: tuple[str, ...] = (
     "prepare",
     "eval_cmd",
     "train",
+    "explain",
 )
 
 EPILOG = """examples:
