@@ -14,7 +14,8 @@ Realtime Tracking", ICIP 2016):
   term to the IoU stage (keeps identities through crossings) and a third stage re-attaches
   unmatched detections to lost tracks by appearance alone (a face that left the frame and came
   back within ``max_lost_s``);
-* unmatched tracks are kept "lost" for ``max_lost_s`` seconds, then removed; every detection
+* unmatched tracks are kept "lost" for ``max_lost_s`` seconds (at least 3 analysis intervals, so
+  sparse sampling such as one frame every 2 s keeps its people), then removed; every detection
   that matches no track starts a new track, so every face of every frame has an ID.
 
 :class:`ProbSmoother` smooths class probabilities per track: exponential moving average or the
@@ -141,6 +142,7 @@ class FaceTracker:
     removed_ids: list[int] = field(default_factory=list)  # IDs removed by the last update
     _next_id: int = 1
     _last_time: float | None = None
+    _interval: float | None = None  # running mean of the time between updates (s)
     _updates: int = 0
 
     def predicted_boxes(self) -> np.ndarray:
@@ -173,6 +175,9 @@ class FaceTracker:
             features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
         t = self._updates / NOMINAL_FPS if timestamp is None else float(timestamp)
         steps = 1.0 if self._last_time is None else max(t - self._last_time, 0.0) * NOMINAL_FPS
+        if self._last_time is not None and t > self._last_time:
+            dt = t - self._last_time
+            self._interval = dt if self._interval is None else 0.9 * self._interval + 0.1 * dt
         self._last_time, self._updates = t, self._updates + 1
         for tr in self.tracks:
             tr.kf.predict(steps)
@@ -189,7 +194,7 @@ class FaceTracker:
         left, low = self._match(recent, low, boxes, None, ids, t, cfg.low_iou_threshold, False)
         free = [k for k in free if k not in recent or k in left]
         unmatched = sorted(high + low)
-        # stage 3: re-identification of lost tracks by appearance alone
+        # stage 3: tracks no overlap explains (lost, or moved far) re-identified by appearance alone
         if features is not None and unmatched and free:
             free, unmatched = self._reid(free, unmatched, boxes, features, ids, t)
         for i in unmatched:  # every remaining face starts a track
@@ -205,7 +210,7 @@ class FaceTracker:
             if tr.track_id not in matched_ids:
                 tr.missed += 1
                 tr.kf.mean[6:8] = 0.0  # a lost face keeps moving but stops growing/shrinking
-            if t - tr.last_seen > cfg.max_lost_s:
+            if t - tr.last_seen > max(cfg.max_lost_s, 3 * (self._interval or 0.0)):
                 self.removed_ids.append(tr.track_id)
             else:
                 kept.append(tr)
@@ -256,7 +261,7 @@ class FaceTracker:
 
     def _reid(self, track_idx: list[int], det_idx: list[int], boxes: np.ndarray,
               features: np.ndarray, ids: np.ndarray, t: float) -> tuple[list[int], list[int]]:
-        lost = [k for k in track_idx if self.tracks[k].missed > 0 and self.tracks[k].feature is not None]
+        lost = [k for k in track_idx if self.tracks[k].feature is not None]  # unmatched by overlap this frame
         if not lost:
             return track_idx, det_idx
         sim = self._similarity(lost, features[det_idx])

@@ -138,3 +138,21 @@ def test_ema_and_window_known_answers() -> None:
 def test_smoother_rejects_bad_settings(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         ProbSmoother(**{"method": "ema", **kwargs})
+
+
+def test_sparse_sampling_keeps_people() -> None:
+    """One analysed frame every 3 s (--fps 0.33): people move far between samples and stay longer
+    than max_lost_s between updates; with appearance they keep their IDs."""
+    rng = np.random.default_rng(4)
+    fa, fb = rng.normal(size=24), rng.normal(size=24)
+    tracker = FaceTracker()
+    seen = []
+    for k in range(8):
+        boxes = np.array([box_at(100 + 150 * (k % 3), 100), box_at(500 - 150 * (k % 3), 300)])
+        feats = np.stack([fa, fb]) + 0.05 * rng.normal(size=(2, 24))
+        seen.append(tracker.update(boxes, timestamp=3.0 * k, features=feats).tolist())
+    assert all(ids == seen[0] for ids in seen), seen
+    # without appearance, a still face sampled every 3 s is kept too (removal scales with the interval)
+    tracker = FaceTracker()
+    ids = [tracker.update(box_at(100, 100)[None], timestamp=3.0 * k)[0] for k in range(5)]
+    assert len(set(ids)) == 1

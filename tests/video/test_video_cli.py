@@ -121,11 +121,15 @@ def test_memory_stays_flat_over_many_frames() -> None:
                 for j in range(3) if (k // 60 + j) % 2 == 0]
 
     state = StreamAnalyzer(ScriptedAnalyzer(script), appearance=True)
-    frame = np.zeros((120, 360, 3), np.uint8)
+    canvas = np.zeros((120, 360, 3), np.uint8)
 
     def run(start: int, n: int) -> None:
         for i in range(start, start + n):
-            state.analyse(VideoFrame(i, i / 25, frame))
+            canvas[:] = 0
+            for j in range(3):  # each new person looks different (a colour of their own)
+                canvas[30:110, 30 + 100 * j:120 + 100 * j] = np.random.default_rng(1000 * j + i // 120).integers(
+                    0, 255, 3, dtype=np.uint8)
+            state.analyse(VideoFrame(i, i / 25, canvas))
 
     run(0, 100)  # warm up caches and the first tracks
     tracemalloc.start()
