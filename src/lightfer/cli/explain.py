@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print("error: no images found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
-    model, note = load_explained_model(args.model, args.weights, args.resizer)
-    explainer = Explainer(model, layer=args.layer, device=args.device)
+    model, note, untrained = load_explained_model(args.model, args.weights, args.resizer)
+    explainer = Explainer(model, layer=args.layer, device=args.device, untrained=untrained)
     if args.target is not None:
         explainer.class_index(args.target)  # an unknown class is an error before any work
     analyzer = None
@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             what = ", ".join(f"#{i} {e.title()}" for i, e in enumerate(exps)) or "no face found"
             print(f"{path}: {what} -> {len(written)} PNG{'s' if len(written) != 1 else ''} in {out}")
-    summary = {"model": getattr(model, "model_name", None), "weights": note, "layer": explainer.layer_name,
+    summary = {"model": getattr(model, "model_name", None), "weights": note, "random_weights": untrained,
+               "layer": explainer.layer_name,
                "classes": list(explainer.classes), "inputs": records}
     (out / "explain.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print(f"{len(files) - failed}/{len(files)} images explained, {n_faces} faces"

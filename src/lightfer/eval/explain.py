@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,15 @@ def explain_layer(model: nn.Module, name: str | None = None) -> tuple[str, nn.Mo
     return next(n for n, m in modules.items() if m is layer), layer
 
 
-def load_explained_model(model: str, weights: str | None = None, resizer: bool = False) -> tuple[nn.Module, str]:
+class LoadedModel(NamedTuple):
+    """What :func:`load_explained_model` returns."""
+
+    model: nn.Module  # in eval mode, with pretrained_cfg
+    note: str  # where the weights come from, for the user
+    untrained: bool  # the backbone has random weights: its maps mean nothing
+
+
+def load_explained_model(model: str, weights: str | None = None, resizer: bool = False) -> LoadedModel:
     """The classifier to explain and a note on its weights.
 
     Args:
@@ -66,7 +74,7 @@ def load_explained_model(model: str, weights: str | None = None, resizer: bool =
         resizer: wrap a registered model with a Neural Resizer (ignored for checkpoints, which record their own).
 
     Returns:
-        ``(model in eval mode, note)``; the note says when weights are random (maps then mean nothing).
+        the model, a note on its weights, and whether the backbone's weights are random.
     """
     from lightfer.eval.evaluate import load_classifier
     from lightfer.models import create_model, get_pretrained_cfg, list_models
@@ -86,19 +94,20 @@ def load_explained_model(model: str, weights: str | None = None, resizer: bool =
         net = load_model_from_checkpoint(ckpt)
         if resizer and not hasattr(net, "resizer"):
             log.warning("%s has no Neural Resizer; --resizer is ignored for a checkpoint", ckpt)
-        return net, f"trained weights from {ckpt}"
+        return LoadedModel(net, f"trained weights from {ckpt}", False)
     kwargs = {"resizer": True} if resizer else {}
     if weights is not None:
-        return load_classifier(model, weights, **kwargs), f"weights from {weights}"
+        return LoadedModel(load_classifier(model, weights, **kwargs), f"weights from {weights}", False)
     if model not in list_models():
         raise FileNotFoundError(f"{model!r} is neither a file nor a registered model ({', '.join(list_models())})")
     if get_pretrained_cfg(model).loader is None:
-        return create_model(model, **kwargs).eval(), (f"{model} has no trained weights: RANDOM weights, "
-                                                      "a smoke test only (the maps mean nothing)")
+        return LoadedModel(create_model(model, **kwargs).eval(), f"{model} has no trained weights: RANDOM weights, "
+                           "a smoke test only (the maps mean nothing)", True)
     net = create_model(model, pretrained=True, **kwargs).eval()
     if resizer:
-        return net, f"pretrained {model}, but its Neural Resizer has RANDOM weights (about a bilinear resize)"
-    return net, f"pretrained {model}"
+        return LoadedModel(net, f"pretrained {model}, but its Neural Resizer has RANDOM weights "
+                           "(close to a bilinear resize)", False)
+    return LoadedModel(net, f"pretrained {model}", False)
 
 
 def heat_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
@@ -146,18 +155,19 @@ class FaceExplanation:
     target: str  # class the map explains (predicted unless asked)
     box: np.ndarray | None = None  # (4,) x1, y1, x2, y2 in the image, None for a given crop
     resizer_views: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (title, RGB uint8) panels
+    untrained: bool = False  # the model has random weights: titles say so
 
     @property
     def confidence(self) -> float:
         """Probability of the predicted class."""
         return self.probs[self.label]
 
-    def title(self) -> str:
-        """``happy 97.1%`` (and the explained class when it is not the predicted one)."""
-        text = f"{self.label} {self.confidence * 100:.1f}%"
+    def title(self, sep: str = "; ") -> str:
+        """``happy 97.1%``, the explained class when it is not the predicted one, and a random-weights mark."""
+        parts = [f"{self.label} {self.confidence * 100:.1f}%"]
         if self.target != self.label:
-            text = f"Grad-CAM for {self.target} ({self.probs[self.target] * 100:.1f}%); predicted {text}"
-        return text
+            parts = [f"Grad-CAM for {self.target} ({self.probs[self.target] * 100:.1f}%)", f"predicted {parts[0]}"]
+        return sep.join(parts + (["RANDOM WEIGHTS"] if self.untrained else []))
 
 
 class Explainer:
@@ -167,15 +177,17 @@ class Explainer:
         model: a classifier from :func:`lightfer.models.create_model` or a training checkpoint.
         layer: qualified module name to explain (default :func:`explain_layer`).
         device: torch device.
+        untrained: the model has random weights (every title then says so).
     """
 
-    def __init__(self, model: nn.Module, layer: str | None = None, device: str = "cpu") -> None:
+    def __init__(self, model: nn.Module, layer: str | None = None, device: str = "cpu", untrained: bool = False) -> None:
         from lightfer.classifier import ExpressionClassifier
 
         self.clf = ExpressionClassifier(model, backend="torch", device=device)  # the serving preprocessing
         self.model, self.cfg, self.device = self.clf.model, self.clf.cfg, device
         self.layer_name, layer_module = explain_layer(self.model, layer)
         self.cam = GradCAM(self.model, layer_module)
+        self.untrained = untrained
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -209,7 +221,8 @@ class Explainer:
             label = self.classes[int(probs[i].argmax())]
             exp = FaceExplanation(crop=model_view(crop, self.cfg.in_chans), cam=cams[i].astype(np.float32), probs=p,
                                   label=label, target=label if idx is None else self.classes[idx],
-                                  box=None if boxes is None else np.asarray(boxes[i], np.float32))
+                                  box=None if boxes is None else np.asarray(boxes[i], np.float32),
+                                  untrained=self.untrained)
             if hasattr(self.model, "resizer"):
                 exp.resizer_views = self.resizer_views(x[i : i + 1])
             out.append(exp)
@@ -246,11 +259,12 @@ def save_face_figure(exp: FaceExplanation, path: str | Path, *, layer: str = "",
     """PNG: the crop with its heat-map overlay, titled with the label and probability."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(3.2, 3.6))
-    ax = fig.add_axes((0.02, 0.02, 0.96, 0.84))
+    lines = exp.title("\n").split("\n") + ([f"layer {layer}"] if layer else [])
+    fig = Figure(figsize=(3.2, 3.0 + 0.16 * len(lines)))
+    ax = fig.add_axes((0.02, 0.02, 0.96, 2.9 / (3.0 + 0.16 * len(lines))))
     ax.imshow(heat_overlay(exp.crop, exp.cam), interpolation="bilinear")
     ax.set_axis_off()
-    fig.suptitle(exp.title() + (f"\nlayer {layer}" if layer else ""), fontsize=9 if exp.target == exp.label else 7)
+    fig.suptitle("\n".join(lines), fontsize=8, y=0.995, va="top")
     return _save(fig, Path(path), dpi)
 
 
@@ -281,7 +295,7 @@ def save_overview(image: np.ndarray, exps: Sequence[FaceExplanation], path: str 
                     bbox=dict(facecolor="black", alpha=0.6, pad=1, linewidth=0))
         sub = fig.add_subplot(grid[1 + i // cols, i % cols])
         sub.imshow(heat_overlay(e.crop, e.cam), interpolation="bilinear")
-        sub.set_title(f"#{i} {e.label} {e.confidence * 100:.0f}%", fontsize=8)
+        sub.set_title(f"#{i} {e.label} {e.confidence * 100:.0f}%" + (" (random)" if e.untrained else ""), fontsize=8)
         sub.set_axis_off()
     return _save(fig, Path(path), dpi)
 
@@ -293,7 +307,8 @@ def save_resizer_figure(exp: FaceExplanation, path: str | Path, *, dpi: int = 10
     if not exp.resizer_views:
         raise ValueError("this explanation has no Neural Resizer views (the model has no resizer)")
     n = len(exp.resizer_views)
-    fig = Figure(figsize=(3.0 * n, 3.4))
+    fig = Figure(figsize=(2.6 * n, 2.9))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05)
     for i, (title, img) in enumerate(exp.resizer_views):
         ax = fig.add_subplot(1, n, i + 1)
         ax.imshow(img, interpolation="nearest")
