@@ -16,10 +16,10 @@ EPILOG = """examples:
   lightfer explain photo.jpg --model swinv2_student_64 --weights runs/student/best.pt
   lightfer explain face.png --crops --model shufflenet_v2_x0_5 --resizer   # + what the resizer does
 writes per input STEM (in --out, default explain/):
-  STEM_face<i>.png      the face crop as the model reads it, Grad-CAM overlay, label and probability
-  STEM_overview.png     the whole image with numbered boxes and every face's overlay (not with --crops)
+  STEM_face<i>.png          the face crop as the model reads it, Grad-CAM overlay, label and probability
+  STEM_overview.png         the whole image with numbered boxes and every face's overlay (not with --crops)
   STEM_face<i>_resizer.png  input crop | bilinear resize | Neural Resizer output (models with a resizer)
-  explain.json          one record per input: faces, labels, probabilities, layer, files
+  explain.json              one record per input: faces, labels, probabilities, layer, files
 Default layer: a CNN's last conv stage (mini-Xception: blocks.3), a Swin's second-to-last stage
 (stages.2: the last one is 2x2 tokens). Models without trained weights run with random weights
 (a smoke test: the output says so and the maps mean nothing)."""
