@@ -32,26 +32,16 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from scipy.optimize import linear_sum_assignment
+
+from lightfer.detection.box_utils import box_iou
 
 log = logging.getLogger(__name__)
 
 NOMINAL_FPS = 30.0  # Kalman steps are measured in frames of this rate
 _STD_POS = 1.0 / 20  # ByteTrack's std_weight_position (relative to box size)
 _STD_VEL = 1.0 / 160  # ByteTrack's std_weight_velocity
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of boxes ``a`` (N, 4) and ``b`` (M, 4), both x1, y1, x2, y2 -> (N, M)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])  # (N, M, 2)
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def _xyxy_to_cxcywh(box: np.ndarray) -> np.ndarray:
@@ -229,7 +219,7 @@ class FaceTracker:
         if not track_idx or not det_idx:
             return track_idx, det_idx
         pred = np.array([self.tracks[k].kf.box() for k in track_idx])
-        iou = iou_matrix(pred, boxes[det_idx])  # (T, D)
+        iou = box_iou(pred, boxes[det_idx])  # (T, D)
         cost = 1.0 - iou
         gate = iou >= min_iou
         if use_appearance and features is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightfer.tracking import FaceTracker, ProbSmoother, TrackerConfig, iou_matrix
+from lightfer.detection.box_utils import box_iou as iou_matrix
+from lightfer.tracking import FaceTracker, ProbSmoother, TrackerConfig
 
 
 def box_at(cx: float, cy: float, size: float = 60.0) -> np.ndarray:
