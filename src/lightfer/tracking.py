@@ -32,7 +32,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from scipy.optimize import linear_sum_assignment
 
 from lightfer.detection.box_utils import box_iou
