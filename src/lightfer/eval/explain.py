@@ -45,13 +45,14 @@ def explain_layer(model: nn.Module, name: str | None = None) -> tuple[str, nn.Mo
             stages = [n for n, m in modules.items() if n and n.count(".") <= 2 and len(list(m.children()))]
             raise ValueError(f"no layer {name!r} in {type(model).__name__}; some candidates: {', '.join(stages[:40])}")
         return name, modules[name]
+    from lightfer.models.mini_xception import MiniXception
     from lightfer.models.swinv2 import SwinTransformerV2
 
     inner = _inner(model)
     if isinstance(inner, SwinTransformerV2) and len(inner.stages) >= 2:
         layer = inner.stages[-2]
-    elif isinstance(getattr(inner, "blocks", None), nn.Sequential) and len(inner.blocks) and not hasattr(inner, "stages"):
-        layer = inner.blocks[-1]  # mini-Xception: last residual block (its "head" is the class conv)
+    elif isinstance(inner, MiniXception):
+        layer = inner.blocks[-1]  # its last residual block (the "head" after it is the class conv)
     else:
         layer = default_target_layer(model)
     return next(n for n, m in modules.items() if m is layer), layer
@@ -180,7 +181,8 @@ class Explainer:
         untrained: the model has random weights (every title then says so).
     """
 
-    def __init__(self, model: nn.Module, layer: str | None = None, device: str = "cpu", untrained: bool = False) -> None:
+    def __init__(self, model: nn.Module, layer: str | None = None, device: str = "cpu",
+                 untrained: bool = False) -> None:
         from lightfer.classifier import ExpressionClassifier
 
         self.clf = ExpressionClassifier(model, backend="torch", device=device)  # the serving preprocessing
@@ -229,7 +231,7 @@ class Explainer:
         return out
 
     def resizer_views(self, x: torch.Tensor) -> list[tuple[str, np.ndarray]]:
-        """Model input ``(1, C, h, w)`` -> panels: the input, a bilinear resize and the resizer's output (both S x S)."""
+        """Model input ``(1, C, h, w)`` -> panels: the input, a bilinear resize and the resizer output (S x S)."""
         resizer = self.model.resizer
         size = (resizer.out_size, resizer.out_size)
         with torch.inference_mode():
