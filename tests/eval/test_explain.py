@@ -135,6 +135,9 @@ def test_training_checkpoint_with_resizer(tiny_crop, tmp_path):
                  "--out", str(out2)]) == 0
     a = json.loads((out2 / "explain.json").read_text())["inputs"][0]["faces"][0]["probs"]
     assert a == pytest.approx(rec["inputs"][0]["faces"][0]["probs"])  # same weights either way
+    out3 = tmp_path / "ck3"
+    assert main(["explain", str(tiny_crop), "--crops", "--weights", str(ckpt), "--out", str(out3)]) == 0
+    assert json.loads((out3 / "explain.json").read_text())["model"] == "swinv2_student_64"  # named by the file
     assert main(["explain", str(tiny_crop), "--crops", "--model", "resnet18", "--weights", str(ckpt),
                  "--out", str(tmp_path / "bad")]) == 1  # a checkpoint of another model is refused
 
@@ -177,3 +180,22 @@ def test_heat_overlay_colours_and_checks():
     assert out[0, 0, 0] > out[0, 0, 2] and out[-1, -1, 2] > out[-1, -1, 0]  # jet: hot = red, cold = blue
     with pytest.raises(ValueError, match="RGB uint8"):
         heat_overlay(img[..., 0], cam)
+
+
+def test_state_dict_weights(tiny_crop, tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    net = create_model("shufflenet_v2_x0_5", input_size=112)
+    save_file(net.state_dict(), str(tmp_path / "w.safetensors"))
+    out = tmp_path / "sd"
+    assert main(["explain", str(tiny_crop), "--crops", "--model", "shufflenet_v2_x0_5", "--weights",
+                 str(tmp_path / "w.safetensors"), "--out", str(out)]) == 0
+    rec = json.loads((out / "explain.json").read_text())
+    assert rec["random_weights"] is False and rec["weights"].startswith("weights from") and rec["layer"] == "conv5"
+    with torch.no_grad():
+        want = torch.softmax(net.eval()(torch.from_numpy(Explainer(net).clf.prepare([_png(tiny_crop)]))), 1)[0]
+    got = rec["inputs"][0]["faces"][0]["probs"]
+    np.testing.assert_allclose([got[c] for c in net.pretrained_cfg.classes], want.numpy(), atol=1e-5)
+    assert main(["explain", str(tiny_crop), "--crops", "--model", "resnet18", "--weights",
+                 str(tmp_path / "w.safetensors"), "--out", str(out)]) == 1  # weights of another architecture

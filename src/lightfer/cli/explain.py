@@ -13,7 +13,7 @@ EPILOG = """examples:
   lightfer explain photos/ --out maps/ --class happy          # explain 'happy' for every face
   lightfer explain face.png --crops --model fer_mini_xception --layer blocks.2
   lightfer explain photo.jpg --model runs/train/best.pt       # a `lightfer train` checkpoint
-  lightfer explain photo.jpg --model swinv2_student_64 --weights runs/student/best.pt
+  lightfer explain photo.jpg --weights runs/student/best.pt   # same: the checkpoint names its model
   lightfer explain face.png --crops --model shufflenet_v2_x0_5 --resizer   # + what the resizer does
 writes per input STEM (in --out, default explain/):
   STEM_face<i>.png          the face crop as the model reads it, Grad-CAM overlay, label and probability
@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="IMAGE", help="images or folders")
-    p.add_argument("--model", default="fer_mini_xception",
-                   help="registered model name or a `lightfer train` checkpoint (default fer_mini_xception)")
+    p.add_argument("--model", help="registered model name or a `lightfer train` checkpoint (default: the model "
+                                    "of a --weights checkpoint, else fer_mini_xception)")
     p.add_argument("--weights", metavar="FILE", help="`lightfer train` checkpoint or .safetensors/.pt state dict")
     p.add_argument("--resizer", action="store_true", help="wrap the model with a Neural Resizer (random weights)")
     p.add_argument("--layer", metavar="MODULE_NAME", help="module to explain, as in model.named_modules()")

@@ -66,11 +66,12 @@ class LoadedModel(NamedTuple):
     untrained: bool  # the backbone has random weights: its maps mean nothing
 
 
-def load_explained_model(model: str, weights: str | None = None, resizer: bool = False) -> LoadedModel:
+def load_explained_model(model: str | None, weights: str | None = None, resizer: bool = False) -> LoadedModel:
     """The classifier to explain and a note on its weights.
 
     Args:
-        model: a registered name, or a checkpoint file written by ``lightfer train``.
+        model: a registered name, or a checkpoint file written by ``lightfer train``; None: the model of a
+            ``weights`` checkpoint, else ``fer_mini_xception``.
         weights: a ``lightfer train`` checkpoint, or a ``.safetensors`` / ``.pt`` state dict for ``model``.
         resizer: wrap a registered model with a Neural Resizer (ignored for checkpoints, which record their own).
 
@@ -81,14 +82,14 @@ def load_explained_model(model: str, weights: str | None = None, resizer: bool =
     from lightfer.models import create_model, get_pretrained_cfg, list_models
     from lightfer.train.checkpoint import CheckpointError, load_checkpoint, load_model_from_checkpoint
 
-    ckpt = Path(model) if Path(model).is_file() else None
+    ckpt = Path(model) if model is not None and Path(model).is_file() else None
     if ckpt is None and weights is not None and not weights.endswith(".safetensors"):
         try:
             state = load_checkpoint(weights)
         except CheckpointError:
             state = {}
         if "model_name" in state:
-            if state["model_name"] != model:
+            if model is not None and state["model_name"] != model:
                 raise ValueError(f"{weights} is a checkpoint of {state['model_name']!r}, not of {model!r}")
             ckpt = Path(weights)
     if ckpt is not None:
@@ -96,6 +97,7 @@ def load_explained_model(model: str, weights: str | None = None, resizer: bool =
         if resizer and not hasattr(net, "resizer"):
             log.warning("%s has no Neural Resizer; --resizer is ignored for a checkpoint", ckpt)
         return LoadedModel(net, f"trained weights from {ckpt}", False)
+    model = model or "fer_mini_xception"
     kwargs = {"resizer": True} if resizer else {}
     if weights is not None:
         return LoadedModel(load_classifier(model, weights, **kwargs), f"weights from {weights}", False)
