@@ -26,11 +26,17 @@ VERBS: tuple[str, ...] = (
 )
 
 EPILOG = """examples:
-  lightfer predict photo.jpg                      # print a summary of every face
+  lightfer predict examples/group.jpg             # one summary line per image
   lightfer predict photos/ --json out.json --save-dir annotated/
+  lightfer predict clip.mp4 --save-video out.mp4 --csv timeline.csv --summary people.json
+  lightfer predict --camera 0                     # webcam, Ctrl-C to stop
   lightfer classify crops/*.png --json -          # images that are already face crops
+  lightfer serve                                  # HTTP API + web page on http://127.0.0.1:8000/
+  lightfer models                                 # expression models: params, FLOPs, latency
+  lightfer eval fer_mini_xception --data fer2013:fer2013.csv.gz --split test
+  lightfer train configs/smoke.yaml               # training / distillation recipes
+  lightfer explain photo.jpg --out maps/          # Grad-CAM per face
   lightfer benchmark                              # per-stage CPU timings
-  lightfer models                                 # list the expression models
 run `lightfer VERB --help` for the options of each verb."""
 
 
