@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from lightfer.cli.common import RecordSink, add_model_options, add_output_options, safe_output_path, set_threads
@@ -82,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
     for path in bar:
         rgb = None
         try:
+            t0 = time.perf_counter()
             rgb = read_image(path)
+            decode_ms = (time.perf_counter() - t0) * 1e3
             result = analyzer.analyze_array(rgb, source=str(path))
+            result.timings = {"decode": decode_ms, **result.timings}
         except Exception as e:  # reported by name, the batch goes on
             from lightfer.structures import FrameResult
 
