@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lightfer.defaults import DEFAULT_MODEL
 from lightfer.models import PretrainedCfg, create_model, preprocess_crops
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class ExpressionClassifier:
 
     def __init__(
         self,
-        model: str | nn.Module = "fer_mini_xception",
+        model: str | nn.Module = DEFAULT_MODEL,
         *,
         backend: str = "onnx",
         device: str = "cpu",

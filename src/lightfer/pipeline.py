@@ -15,13 +15,13 @@ from torch import nn
 
 from lightfer.alignment import crop_face
 from lightfer.classifier import ExpressionClassifier
+from lightfer.defaults import DEFAULT_MODEL
 from lightfer.detection import FaceDetector
 from lightfer.io import ImageInput, ImageReadError, describe, read_image
 from lightfer.structures import Face, FrameResult
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "fer_mini_xception"
 
 
 class Analyzer:

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from lightfer.defaults import DEFAULT_MODEL
+
 EPILOG = """examples:
   lightfer benchmark                                  # bundled 640x480 4-face image, ONNX + torch, 1 and 2 threads
   lightfer benchmark --backends onnx --threads 1 --repeats 100
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--image", help="image to analyse (default: the bundled 640x480 four-face example)")
-    p.add_argument("--model", default="fer_mini_xception", help="expression model")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="expression model")
     p.add_argument("--backends", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to measure")
     p.add_argument("--repeats", type=int, default=30, help="timed runs per configuration")

@@ -9,13 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
+from lightfer.defaults import DEFAULT_MODEL
+
 _threads_set = False
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """--model, --backend, --threads, --device."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="fer_mini_xception", help="expression model (see `lightfer models`)")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"expression model (see `lightfer models`; default {DEFAULT_MODEL})")
     g.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
                    help="inference engine: ONNX Runtime (CPU default) or PyTorch")
     g.add_argument("--device", default="cpu", help="torch device for --backend torch (e.g. cuda)")

@@ -6,6 +6,7 @@ import sys
 import time
 
 from lightfer.cli.common import set_threads
+from lightfer.defaults import DEFAULT_MODEL
 
 EPILOG = """examples:
   lightfer prepare --data fer2013:/data/fer2013.csv.gz --out crops/fer64 --splits test
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="SPEC", help="dataset spec, e.g. fer2013:/path/fer2013.csv.gz")
     p.add_argument("--out", required=True, metavar="DIR", help="cache folder (created; splits are added to it)")
     p.add_argument("--splits", default="train,val,test", help="comma-separated splits (or 'all')")
-    p.add_argument("--model", default="fer_mini_xception", help="take crop size and margin from this model's config")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="take crop size and margin from this model's config")
     p.add_argument("--size", type=int, help="crop side in px (overrides the model's)")
     p.add_argument("--margin", type=float, help="crop margin (overrides the model's)")
     p.add_argument("--mode", choices=["align", "box"], help="crop mode: 5-point alignment or square box crop "

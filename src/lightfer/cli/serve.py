@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from lightfer.defaults import DEFAULT_MODEL
+
 EPILOG = """examples:
   lightfer serve                                   # http://127.0.0.1:8000  (page at /, API docs at /docs)
   lightfer serve --port 9000 --threads 2 --max-upload-mb 5
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--model", default="fer_mini_xception", help="default expression model (see GET /v1/models)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="default expression model (see GET /v1/models)")
     p.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
                    help="inference engine: ONNX Runtime (CPU default) or PyTorch")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch and ONNX Runtime; default: all cores)")

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lightfer.defaults import DEFAULT_MODEL
+
 STAGES = ("decode", "detect", "align", "classify")
 
 
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="onnx")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--model", default="fer_mini_xception")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     a = ap.parse_args(argv)
     print(json.dumps(measure(Path(a.image), a.backend, a.threads, a.repeats, a.model)))
     return 0

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightfer.defaults import DEFAULT_MODEL
 from lightfer.eval.gradcam import GradCAM, default_target_layer
 from lightfer.models import preprocess_crops
 
@@ -97,7 +98,7 @@ def load_explained_model(model: str | None, weights: str | None = None, resizer:
         if resizer and not hasattr(net, "resizer"):
             log.warning("%s has no Neural Resizer; --resizer is ignored for a checkpoint", ckpt)
         return LoadedModel(net, f"trained weights from {ckpt}", False)
-    model = model or "fer_mini_xception"
+    model = model or DEFAULT_MODEL
     kwargs = {"resizer": True} if resizer else {}
     if weights is not None:
         return LoadedModel(load_classifier(model, weights, **kwargs), f"weights from {weights}", False)

@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
+from lightfer.defaults import DEFAULT_MODEL
+
 Trajectory = Callable[[int], "tuple[int, int] | None"]  # frame index -> top-left corner, None = not in the frame
 
 
@@ -130,7 +132,7 @@ def measure(clip: Path, threads: int, model: str, backend: str, warmup: int = 5)
             "ms_per_frame": {k: v / max(frames, 1) for k, v in stages.items()}}
 
 
-def run_video_benchmark(threads: Sequence[int] = (1, 2), *, n_frames: int = 150, model: str = "fer_mini_xception",
+def run_video_benchmark(threads: Sequence[int] = (1, 2), *, n_frames: int = 150, model: str = DEFAULT_MODEL,
                         backends: Sequence[str] = ("onnx",), clip: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """End-to-end frames/s on ``clip`` (default: a synthetic 640x480 four-face clip), per backend and thread count."""
     tmp = None
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="end-to-end video frames/s")
     ap.add_argument("--clip", help="video to measure in this process (worker mode)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--model", default="fer_mini_xception")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--backends", nargs="+", default=["onnx"])
     ap.add_argument("--frames", type=int, default=150, help="length of the synthetic clip")
     a = ap.parse_args(argv)

@@ -1,5 +1,6 @@
 """Expression classifiers, created by name: ``create_model("fer_mini_xception", pretrained=True)``."""
 from lightfer.models.registry import (
+    DEFAULT_MODEL,
     FER2013_CLASSES,
     FERPLUS_CLASSES,
     PretrainedCfg,
@@ -12,6 +13,7 @@ from lightfer.models.registry import (
 )
 
 __all__ = [
+    "DEFAULT_MODEL",
     "FER2013_CLASSES",
     "FERPLUS_CLASSES",
     "PretrainedCfg",

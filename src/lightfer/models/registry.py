@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lightfer.defaults import DEFAULT_MODEL  # noqa: F401  (re-exported by lightfer.models)
+
 log = logging.getLogger(__name__)
 
 FER2013_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

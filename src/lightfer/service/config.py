@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lightfer.defaults import DEFAULT_MODEL
+
 LOOPBACK_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -10,7 +12,7 @@ LOOPBACK_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
 class ServiceConfig:
     """Limits and defaults of ``lightfer serve``; every field is also a ``lightfer serve`` option."""
 
-    default_model: str = "fer_mini_xception"  # expression model used when a request names none
+    default_model: str = DEFAULT_MODEL  # expression model used when a request names none
     backend: str = "onnx"  # inference engine of every loaded model: "onnx" (ONNX Runtime) or "torch"
     threads: int | None = None  # ONNX Runtime intra-op threads per model (None = its default)
     max_upload_bytes: int = 10 * 1024 * 1024  # largest image upload (decoded bytes), 413 above
