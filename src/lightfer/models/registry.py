@@ -175,9 +175,9 @@ def _import_all() -> None:
 
     import lightfer.models as pkg
 
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in ("registry",) and not info.name.startswith("_"):
-            importlib.import_module(f"lightfer.models.{info.name}")
+    names = [i.name for i in pkgutil.iter_modules(pkg.__path__) if i.name != "registry" and not i.name.startswith("_")]
+    for name in sorted(names, key=lambda n: n == "shipped"):  # shipped models wrap the architectures: last
+        importlib.import_module(f"lightfer.models.{name}")
 
 
 def count_params(model: nn.Module) -> int:

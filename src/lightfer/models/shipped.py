@@ -1,0 +1,113 @@
+"""Models trained by this project and shipped inside the package (``lightfer/weights/``).
+
+Each shipped model is a pair of files: ``<name>.safetensors`` (the state dict) and ``<name>.json``
+(architecture name and keyword arguments, the pretrained config the weights were trained with —
+input size, channels, normalisation, classes, crop mode and margin — the weights' sha256, and the
+provenance: data, recipe, command, measured accuracy). Every pair found is registered under
+``<name>``, so ``create_model(name, pretrained=True)`` works like for any other model.
+:func:`ship_checkpoint` writes such a pair from a ``lightfer train`` checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lightfer.models.registry import _REGISTRY, PretrainedCfg, get_pretrained_cfg, register_model
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _make_loader(weights: Path, sha256: str):
+    def load(model: nn.Module) -> None:
+        from safetensors.torch import load_file
+
+        if not weights.exists():
+            raise FileNotFoundError(f"{weights}: shipped weights missing from the package")
+        got = _sha256(weights)
+        if got != sha256:
+            raise RuntimeError(f"{weights}: sha256 {got} does not match {sha256} recorded in its .json")
+        model.load_state_dict(load_file(str(weights)), strict=True)
+
+    return load
+
+
+def _register(meta_path: Path) -> None:
+    meta = json.loads(meta_path.read_text())
+    name, arch = meta["name"], meta["architecture"]
+    if name in _REGISTRY:
+        return
+    arch_fn = _REGISTRY[arch].fn if arch in _REGISTRY else None
+    if arch_fn is None:
+        log.warning("%s: unknown architecture %r; not registered", meta_path, arch)
+        return
+    fields = {f.name for f in dataclasses.fields(PretrainedCfg)} - {"loader"}
+    cfg_dict = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["pretrained_cfg"].items() if k in fields}
+    cfg = PretrainedCfg(**{**cfg_dict, "loader": _make_loader(meta_path.with_suffix(".safetensors"), meta["sha256"])})
+    arch_kwargs = dict(meta.get("arch_kwargs", {}))
+
+    def entry(num_classes: int = cfg.num_classes, in_chans: int = cfg.in_chans, **kwargs: Any) -> nn.Module:
+        kwargs.setdefault("img_size", cfg.input_size)  # stems and windows are planned for the trained size
+        return arch_fn(num_classes=num_classes, in_chans=in_chans, **{**arch_kwargs, **kwargs})
+
+    entry.__name__ = name
+    entry.__doc__ = cfg.description
+    register_model(cfg)(entry)
+
+
+def register_shipped() -> None:
+    """Register every ``lightfer/weights/*.json`` model (called when the registry imports this module)."""
+    if WEIGHTS_DIR.is_dir():
+        for meta in sorted(WEIGHTS_DIR.glob("*.json")):
+            _register(meta)
+
+
+def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, provenance: dict[str, Any],
+                    crop_mode: str | None = None, crop_margin: float | None = None, out_dir: Path = WEIGHTS_DIR) -> Path:
+    """Write ``<name>.safetensors`` + ``<name>.json`` from a ``lightfer train`` checkpoint (EMA weights if kept)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lightfer.train.checkpoint import load_checkpoint, load_model_from_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    model = load_model_from_checkpoint(checkpoint)
+    cfg = dataclasses.replace(
+        model.pretrained_cfg,
+        weights=f"lightfer package: weights/{name}.safetensors",
+        license="MIT",
+        description=description,
+        **({"crop_mode": crop_mode} if crop_mode else {}),
+        **({"crop_margin": crop_margin} if crop_margin is not None else {}),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / f"{name}.safetensors"
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    save_file(tensors, str(weights))
+    arch = state["model_name"]
+    base = get_pretrained_cfg(arch)
+    meta = {
+        "name": name,
+        "architecture": arch,
+        "arch_kwargs": state.get("model_kwargs", {}),
+        "pretrained_cfg": cfg.to_dict(),
+        "sha256": _sha256(weights),
+        "base_input_size": base.input_size,
+        "provenance": provenance,
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return weights
+
+
+register_shipped()

@@ -1,0 +1,52 @@
+"""Shipping a trained checkpoint: safetensors + JSON, registered by name, same outputs as the checkpoint."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lightfer.models import create_model, list_models
+from lightfer.models import shipped
+from lightfer.train.checkpoint import load_model_from_checkpoint
+from lightfer.train.config import config_from_dict
+from lightfer.train.engine import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = config_from_dict({
+        "epochs": 1, "batch_size": 32, "output_dir": str(out), "progress": False, "seed": 1,
+        "model": {"name": "shufflenet_v2_x0_5", "input_size": 32},
+        "optim": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0},
+        "data": {"synthetic_size": 128, "synthetic_image": 32},
+    })
+    torch.manual_seed(0)
+    main(cfg)
+    return out / "best.pt"
+
+
+def test_ship_register_and_load(checkpoint, tmp_path, monkeypatch):
+    weights = shipped.ship_checkpoint(checkpoint, "tiny_shipped_test", description="test model",
+                                      provenance={"command": "pytest"}, crop_mode="align", crop_margin=0.1,
+                                      out_dir=tmp_path)
+    meta = json.loads((tmp_path / "tiny_shipped_test.json").read_text())
+    assert meta["architecture"] == "shufflenet_v2_x0_5" and meta["pretrained_cfg"]["input_size"] == 32
+    assert meta["pretrained_cfg"]["crop_margin"] == 0.1 and len(meta["sha256"]) == 64
+    shipped._register(tmp_path / "tiny_shipped_test.json")
+    try:
+        assert "tiny_shipped_test" in list_models(pretrained=True)
+        model = create_model("tiny_shipped_test", pretrained=True)
+        ref = load_model_from_checkpoint(checkpoint).eval()
+        x = torch.randn(3, 1, 32, 32)
+        with torch.no_grad():
+            np.testing.assert_allclose(model(x).numpy(), ref(x).numpy(), atol=1e-6)
+        assert model.pretrained_cfg.crop_mode == "align" and model.pretrained_cfg.license == "MIT"
+        # a tampered file is refused
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 1
+        weights.write_bytes(bytes(data))
+        with pytest.raises(RuntimeError, match="sha256"):
+            create_model("tiny_shipped_test", pretrained=True)
+    finally:
+        shipped._REGISTRY.pop("tiny_shipped_test", None)
