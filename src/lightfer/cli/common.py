@@ -33,6 +33,18 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def build_analyzer(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The :class:`~lightfer.pipeline.Analyzer` that the model and detector options of ``args`` describe."""
+    from lightfer.pipeline import Analyzer
+
+    options = dict(
+        backend=args.backend, device=args.device, threads=args.threads, score_threshold=args.score_threshold,
+        nms_iou=args.nms_iou, min_face_size=args.min_face_size, max_faces=args.max_faces,
+        max_size=args.max_size, min_size=args.min_size,
+    )
+    return Analyzer(args.model, **{**options, **overrides})
+
+
 def set_threads(n: int | None) -> None:
     """Set torch's CPU threads once per process (changing them later makes models much slower)."""
     global _threads_set

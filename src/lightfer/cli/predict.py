@@ -6,7 +6,14 @@ import sys
 import time
 from pathlib import Path
 
-from lightfer.cli.common import RecordSink, add_model_options, add_output_options, safe_output_path, set_threads
+from lightfer.cli.common import (
+    RecordSink,
+    add_model_options,
+    add_output_options,
+    build_analyzer,
+    safe_output_path,
+    set_threads,
+)
 from lightfer.cli.video import VIDEO_EPILOG, add_video_arguments, run_video, wants_video
 
 EPILOG = """examples:
@@ -57,24 +64,12 @@ def run(args: argparse.Namespace) -> int:
 
     from lightfer.draw import annotate
     from lightfer.io import list_images, read_image, write_image
-    from lightfer.pipeline import Analyzer
 
     files = list_images(args.paths)
     if not files:
         print("error: no images found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
-    analyzer = Analyzer(
-        args.model,
-        backend=args.backend,
-        device=args.device,
-        threads=args.threads,
-        score_threshold=args.score_threshold,
-        nms_iou=args.nms_iou,
-        min_face_size=args.min_face_size,
-        max_faces=args.max_faces,
-        max_size=args.max_size,
-        min_size=args.min_size,
-    )
+    analyzer = build_analyzer(args)
     save_dir = Path(args.save_dir) if args.save_dir else None
     roots = {Path(p).resolve(): Path(p) for p in args.paths if Path(p).is_dir()}
     inputs = {f.resolve() for f in files}

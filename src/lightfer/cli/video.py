@@ -147,11 +147,9 @@ def run_video(args: argparse.Namespace, analyzer: Any = None) -> int:
         return 1
     try:
         if analyzer is None:
-            from lightfer.pipeline import Analyzer
+            from lightfer.cli.common import build_analyzer
 
-            analyzer = Analyzer(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                                score_threshold=args.score_threshold, nms_iou=args.nms_iou,
-                                min_face_size=args.min_face_size, max_size=args.max_size, min_size=args.min_size)
+            analyzer = build_analyzer(args, max_faces=None)  # --max-faces is applied per frame by the stream
         classes = tuple(analyzer.classes)
         timelines = [TimelineWriter(p, classes) for p in (args.csv, args.jsonl) if p]
     except BaseException:
