@@ -11,7 +11,7 @@ import csv
 import gzip
 import logging
 from pathlib import Path
-from typing import IO, Iterable
+from typing import IO, Iterable, Iterator
 
 import numpy as np
 
@@ -44,6 +44,14 @@ def fer_usages(split: str | None) -> tuple[str, ...]:
     if key not in SPLIT_ALIASES:
         raise ValueError(f"unknown FER2013 split {split!r}; use train/val/test, {'/'.join(USAGES)} or all")
     return (SPLIT_ALIASES[key],)
+
+
+def _read_header(reader: Iterator[list[str]], path: Path) -> list[str]:
+    """First CSV row, stripped; an empty file is a :class:`MalformedFileError` naming it."""
+    try:
+        return [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise MalformedFileError(f"{path}: empty file") from None
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -91,10 +99,7 @@ def read_fer2013_rows(path: str | Path, usages: Iterable[str] = USAGES) -> dict[
     labels, pixels, usage, orig, lines = [], [], [], [], []
     with _open_text(path) as f:
         reader = csv.reader(f)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise MalformedFileError(f"{path}: empty file") from None
+        header = _read_header(reader, path)
         for col in ("emotion", "pixels", "Usage"):
             if col not in header:
                 raise MalformedFileError(f"{path}:1: header {header} lacks column {col!r}")
@@ -156,10 +161,7 @@ def read_ferplus_votes(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.nda
     usage, names, votes = [], [], []
     with _open_text(path) as f:
         reader = csv.reader(f)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise MalformedFileError(f"{path}: empty file") from None
+        header = _read_header(reader, path)
         expect = ["Usage", "Image name", "neutral", "happiness", "surprise", "sadness", "anger", "disgust",
                   "fear", "contempt", "unknown", "NF"]
         if header != expect:

@@ -44,14 +44,14 @@ _ERRORS = {
     503: {"description": "Too many analyses pending; retry later"},
     504: {"description": "The analysis took longer than the request timeout"},
 }
+_MULTIPART_FILE = {
+    "schema": {"type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}
+}
 _IMAGE_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {"type": "object", "required": ["file"],
-                           "properties": {"file": {"type": "string", "format": "binary"}}}
-            },
+            "multipart/form-data": _MULTIPART_FILE,
             "application/json": {
                 "schema": {"type": "object", "required": ["image"], "properties": {
                     "image": {"type": "string", "description": "base64 image or data: URL"},
@@ -66,10 +66,7 @@ _VIDEO_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {"type": "object", "required": ["file"],
-                           "properties": {"file": {"type": "string", "format": "binary"}}}
-            },
+            "multipart/form-data": _MULTIPART_FILE,
             "video/mp4": {"schema": {"type": "string", "format": "binary"}},
         },
     }
