@@ -45,6 +45,8 @@ class ExpressionClassifier:
         device: torch device for the torch backend.
         threads: ONNX Runtime intra-op threads (None = its default).
         batch_size: crops per forward pass.
+        tta_flip: average each crop's probabilities with its mirror's; ``None`` takes the model's
+            ``pretrained_cfg.tta_flip`` (on for models trained and measured that way).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class ExpressionClassifier:
         device: str = "cpu",
         threads: int | None = None,
         batch_size: int = 64,
+        tta_flip: bool | None = None,
     ) -> None:
         if backend not in ("onnx", "torch"):
             raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
@@ -68,6 +71,7 @@ class ExpressionClassifier:
         self.backend = backend
         self.device = device
         self.batch_size = batch_size
+        self.tta_flip = bool(self.cfg.tta_flip if tta_flip is None else tta_flip)
         if backend == "onnx":
             from lightfer.export.onnx import ort_session
 
@@ -115,16 +119,28 @@ class ExpressionClassifier:
             fixed.append(c)
         return preprocess_crops(np.stack(fixed), self.cfg)
 
+    def _forward(self, chunk: np.ndarray) -> np.ndarray:
+        """One batch ``(B, C, S, S)`` float32 -> logits ``(B, classes)``."""
+        if self.backend == "onnx":
+            return self._sess.run(None, {self._input: chunk})[0]
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(chunk).to(self.device)).float().cpu().numpy()
+
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Model input ``(N, C, S, S)`` float32 -> logits ``(N, classes)``."""
+        """Model input ``(N, C, S, S)`` float32 -> logits ``(N, classes)``.
+
+        With flip TTA the crop and its mirror run in one batch and the result is the log of their mean
+        probabilities (a valid logit vector: its softmax is that mean)."""
         outs = []
-        for i in range(0, len(x), self.batch_size):
-            chunk = np.ascontiguousarray(x[i : i + self.batch_size])
-            if self.backend == "onnx":
-                outs.append(self._sess.run(None, {self._input: chunk})[0])
-            else:
-                with torch.inference_mode():
-                    outs.append(self.model(torch.from_numpy(chunk).to(self.device)).float().cpu().numpy())
+        step = max(1, self.batch_size // 2) if self.tta_flip else self.batch_size
+        for i in range(0, len(x), step):
+            chunk = np.ascontiguousarray(x[i : i + step])
+            if not self.tta_flip:
+                outs.append(self._forward(chunk))
+                continue
+            both = self._forward(np.concatenate([chunk, np.ascontiguousarray(chunk[..., ::-1])]))
+            p = softmax(both)
+            outs.append(np.log(np.maximum((p[: len(chunk)] + p[len(chunk):]) / 2, 1e-12)).astype(np.float32))
         return np.concatenate(outs, axis=0) if outs else np.zeros((0, len(self.classes)), np.float32)
 
     def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:

@@ -50,3 +50,36 @@ def test_ship_register_and_load(checkpoint, tmp_path, monkeypatch):
             create_model("tiny_shipped_test", pretrained=True)
     finally:
         shipped._REGISTRY.pop("tiny_shipped_test", None)
+
+
+def test_shipped_flip_tta_is_served_by_both_backends(checkpoint, tmp_path, monkeypatch):
+    """A model shipped with ``tta_flip`` is served as the mean of the crop's and the mirror's probabilities."""
+    from lightfer.classifier import ExpressionClassifier, softmax
+
+    monkeypatch.setenv("LIGHTFER_HOME", str(tmp_path / "home"))
+    shipped.ship_checkpoint(checkpoint, "tiny_tta_test", description="test model", provenance={},
+                            tta_flip=True, out_dir=tmp_path)
+    shipped._register(tmp_path / "tiny_tta_test.json")
+    try:
+        assert create_model("tiny_tta_test", pretrained=True).pretrained_cfg.tta_flip
+        # the 1-epoch weights are near-constant: serve a random linear model on raw pixels (it sees left
+        # from right) with the shipped config
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 7)).eval()
+        model.pretrained_cfg = create_model("tiny_tta_test").pretrained_cfg
+        rng = np.random.default_rng(0)
+        crops = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(5)]
+        x = torch.from_numpy(ExpressionClassifier(model, backend="torch", tta_flip=False).prepare(crops))
+        with torch.no_grad():
+            want = (model(x).softmax(1) + model(x.flip(-1)).softmax(1)).numpy() / 2
+            plain = model(x).softmax(1).numpy()
+        assert np.abs(want - plain).max() > 1e-4  # the mirror really changes this model's outputs
+        for backend in ("torch", "onnx"):
+            clf = ExpressionClassifier(model, backend=backend, batch_size=4)  # odd split: 2 crops + 2 mirrors
+            assert clf.tta_flip
+            np.testing.assert_allclose(clf.predict(crops), want, atol=1e-5)
+            np.testing.assert_allclose(softmax(clf.logits(x.numpy())), want, atol=1e-5)
+        off = ExpressionClassifier(model, backend="torch", tta_flip=False)
+        np.testing.assert_allclose(off.predict(crops), plain, atol=1e-5)
+    finally:
+        shipped._REGISTRY.pop("tiny_tta_test", None)

@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test",
                    help="split(s) to evaluate, comma-separated: train, val, test or all (default test)")
     p.add_argument("--weights", help="safetensors / .pt state dict for a registered model name")
-    p.add_argument("--tta", action="store_true", help="average with the horizontally mirrored crop")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the horizontally mirrored crop (default: the model's pretrained_cfg.tta_flip)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="only the first N samples (smoke runs)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
@@ -114,17 +115,18 @@ def run(args: argparse.Namespace) -> int:
     reports, tables = {}, []
     try:
         model = load_classifier(args.model, args.weights)
+        tta = bool(model.pretrained_cfg.tta_flip if args.tta is None else args.tta)
         cost = None
         for split in splits:
             ds = build_dataset(args.data, None if split == "all" else split)
             if args.limit:
                 ds = ds.subset(range(min(args.limit, len(ds))))
-            r = evaluate_classifier(model, ds, batch_size=args.batch_size, tta_flip=args.tta,
+            r = evaluate_classifier(model, ds, batch_size=args.batch_size, tta_flip=tta,
                                     latency=not args.no_latency and cost is None, onnx_latency=args.onnx_latency)
             cost = r["cost"] = cost or r["cost"]  # measured once per run
             r["data"], r["split"] = args.data, split
             title = (f"{r['model']} on {r['dataset']} ({r['evaluated']} of {r['dataset_size']} samples"
-                     f"{', flip TTA' if args.tta else ''})")
+                     f"{', flip TTA' if tta else ''})")
             if args.out:
                 name = "confusion.png" if len(splits) == 1 else f"confusion_{split}.png"
                 r["confusion_png"] = str(plot_confusion(r["confusion_matrix"], r["classes"], Path(args.out) / name,

@@ -38,6 +38,7 @@ class PretrainedCfg:
     classes: tuple[str, ...] = FER2013_CLASSES  # output index -> label
     crop_margin: float = 0.0  # alignment margin (see lightfer.alignment.ALIGN_TEMPLATE)
     crop_mode: str = "align"  # "align": 5-point similarity warp; "box": square crop around the detector box
+    tta_flip: bool = False  # serve the mean of the crop's and its mirror's probabilities (2 forward passes)
     weights: str | None = None  # where pretrained weights come from (human-readable source)
     loader: Callable[[nn.Module], None] | None = field(default=None, compare=False, repr=False)
     license: str | None = None  # licence of the pretrained weights

@@ -74,8 +74,12 @@ def register_shipped() -> None:
 
 
 def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, provenance: dict[str, Any],
-                    crop_mode: str | None = None, crop_margin: float | None = None, out_dir: Path = WEIGHTS_DIR) -> Path:
-    """Write ``<name>.safetensors`` + ``<name>.json`` from a ``lightfer train`` checkpoint (EMA weights if kept)."""
+                    crop_mode: str | None = None, crop_margin: float | None = None, tta_flip: bool | None = None,
+                    out_dir: Path = WEIGHTS_DIR) -> Path:
+    """Write ``<name>.safetensors`` + ``<name>.json`` from a ``lightfer train`` checkpoint (EMA weights if kept).
+
+    ``crop_mode`` / ``crop_margin`` / ``tta_flip`` override the checkpoint's pretrained config (how the model
+    is served: they must match how its published numbers were measured)."""
     import torch
     from safetensors.torch import save_file
 
@@ -90,6 +94,7 @@ def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, prov
         description=description,
         **({"crop_mode": crop_mode} if crop_mode else {}),
         **({"crop_margin": crop_margin} if crop_margin is not None else {}),
+        **({"tta_flip": tta_flip} if tta_flip is not None else {}),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{name}.safetensors"

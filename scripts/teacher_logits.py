@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Precompute an (ensemble) teacher's logits over a cached training split for logit KD.
+
+The engine's ``teacher.logits_file`` holds one teacher's logits; this script writes the same file format
+(``{"logits": (N, K) float32}``) for the mean log-softmax of several teachers, each optionally averaged over
+the horizontal flip, and prints every member's and the ensemble's accuracy / UAR on the splits it is given.
+A member is a registered model name with pretrained weights (``fer_mini_xception``) or a lightfer training
+checkpoint (``runs/x/best.pt``).
+
+    python scripts/teacher_logits.py --data cache:crops/fer64a0 --split train \
+        --teacher fer_mini_xception --teacher runs/fer2013_minixception_ft/best.pt --flip \
+        --out runs/teachers/mx2_flip_train_logits.pt --report val,test
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lightfer.data import build_dataset
+from lightfer.eval.evaluate import align_labels, load_classifier, predict_probs
+from lightfer.eval.metrics import confusion_matrix, metrics_from_confusion
+from lightfer.train.checkpoint import save_checkpoint
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="dataset spec, e.g. cache:crops/fer64a0")
+    ap.add_argument("--split", default="train", help="split whose logits are written")
+    ap.add_argument("--teacher", action="append", required=True, help="model name or checkpoint (repeat)")
+    ap.add_argument("--flip", action="store_true", help="average each member over the horizontal flip")
+    ap.add_argument("--out", required=True, help="logits file for teacher.logits_file")
+    ap.add_argument("--report", default="", help="extra splits to print accuracy on, e.g. val,test")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    members = [load_classifier(t) for t in a.teacher]
+    classes = tuple(members[0].pretrained_cfg.classes)
+    if any(tuple(m.pretrained_cfg.classes) != classes for m in members):
+        raise SystemExit("teachers disagree on class order; retrain or remap one of them")
+    for split in [a.split] + [s for s in a.report.split(",") if s]:
+        ds = build_dataset(a.data, split)
+        if len(ds.classes) != len(classes):
+            raise SystemExit(f"{a.data} {split}: {len(ds.classes)} classes, the teachers have {len(classes)}")
+        ds = align_labels(ds, classes)
+        each = [predict_probs(m, ds.images, tta_flip=a.flip) for m in members]
+        ens = np.mean(each, axis=0)
+        for name, p in list(zip(a.teacher, each)) + [("ensemble", ens)]:
+            m = metrics_from_confusion(confusion_matrix(ds.labels, p.argmax(1), len(classes)))
+            print(f"{split:5s} {name:55s} acc {m['accuracy']:.4f} uar {m['uar']:.4f}")
+        if split == a.split:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            logits = torch.from_numpy(np.log(np.clip(ens, 1e-8, None))).float()  # log of the mean probability
+            save_checkpoint({"logits": logits, "num_samples": len(ds), "teacher": "+".join(a.teacher),
+                             "flip": a.flip, "classes": list(classes)}, a.out)
+            print(f"wrote {a.out}: {tuple(logits.shape)}")
+
+
+if __name__ == "__main__":
+    main()
