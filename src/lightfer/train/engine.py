@@ -305,6 +305,7 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
             scaler.load_state_dict(ck["scaler"])
         if ema is not None and ck.get("ema") is not None:
             ema.module.load_state_dict(ck["ema"])
+            ema.updates = int(ck["epoch"]) * steps  # the decay warm-up continues where it stopped
         start, best = int(ck["epoch"]), dict(ck["best"])
         restore_rng(ck["rng"])
         log.info("resumed from epoch %d (best acc %.4f at epoch %d)", start, best["acc"], best["epoch"])
