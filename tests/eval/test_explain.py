@@ -74,7 +74,9 @@ def test_default_and_named_layers():
     assert explain_layer(create_model("fer_mini_xception"))[0] == "blocks.3"
     assert explain_layer(create_model("swinv2_student_64"))[0] == "stages.2"  # second-to-last Swin stage
     assert explain_layer(create_model("swinv2_student_64", resizer=dict(in_size=32)))[0] == "backbone.stages.2"
-    assert explain_layer(create_model("shufflenet_v2_x0_5"))[0] == "conv5"
+    assert explain_layer(create_model("shufflenet_v2_x0_5"))[0] == "stages.1"  # 7x7 at 112 px, not 4x4
+    assert explain_layer(create_model("shufflenet_v2_x0_5", input_size=64))[0] == "stages.1"
+    assert explain_layer(create_model("shufflenet_v2_x0_5", input_size=224))[0] == "conv5"
     net = create_model("resnet18")
     name, layer = explain_layer(net, "stages.1")
     assert name == "stages.1" and layer is net.stages[1]
@@ -192,7 +194,7 @@ def test_state_dict_weights(tiny_crop, tmp_path):
     assert main(["explain", str(tiny_crop), "--crops", "--model", "shufflenet_v2_x0_5", "--weights",
                  str(tmp_path / "w.safetensors"), "--out", str(out)]) == 0
     rec = json.loads((out / "explain.json").read_text())
-    assert rec["random_weights"] is False and rec["weights"].startswith("weights from") and rec["layer"] == "conv5"
+    assert rec["random_weights"] is False and rec["weights"].startswith("weights from") and rec["layer"] == "stages.1"
     with torch.no_grad():
         want = torch.softmax(net.eval()(torch.from_numpy(Explainer(net).clf.prepare([_png(tiny_crop)]))), 1)[0]
     got = rec["inputs"][0]["faces"][0]["probs"]

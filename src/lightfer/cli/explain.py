@@ -20,8 +20,8 @@ writes per input STEM (in --out, default explain/):
   STEM_overview.png         the whole image with numbered boxes and every face's overlay (not with --crops)
   STEM_face<i>_resizer.png  input crop | bilinear resize | Neural Resizer output (models with a resizer)
   explain.json              one record per input: faces, labels, probabilities, layer, files
-Default layer: a CNN's last conv stage (mini-Xception: blocks.3), a Swin's second-to-last stage
-(stages.2: the last one is 2x2 tokens). Models without trained weights run with random weights
+Default layer: a CNN's last conv stage (mini-Xception: blocks.3), a Swin's or a ShuffleNet's (under
+128 px) second-to-last stage (stages.2 / stages.1: the last one is 2x2 at 64 px). Models without trained weights run with random weights
 (a smoke test: the output says so and the maps mean nothing)."""
 
 

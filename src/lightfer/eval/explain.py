@@ -47,11 +47,15 @@ def explain_layer(model: nn.Module, name: str | None = None) -> tuple[str, nn.Mo
             raise ValueError(f"no layer {name!r} in {type(model).__name__}; some candidates: {', '.join(stages[:40])}")
         return name, modules[name]
     from lightfer.models.mini_xception import MiniXception
+    from lightfer.models.shufflenet import ShuffleNetV2
     from lightfer.models.swinv2 import SwinTransformerV2
 
     inner = _inner(model)
+    size = getattr(getattr(model, "pretrained_cfg", None), "input_size", 112)
     if isinstance(inner, SwinTransformerV2) and len(inner.stages) >= 2:
         layer = inner.stages[-2]
+    elif isinstance(inner, ShuffleNetV2) and size < 128 and len(inner.stages) >= 2:
+        layer = inner.stages[-2]  # stride 16: 4x4 at 64 px, where the last stage (stride 32) is only 2x2
     elif isinstance(inner, MiniXception):
         layer = inner.blocks[-1]  # its last residual block (the "head" after it is the class conv)
     else:
