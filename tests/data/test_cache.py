@@ -119,11 +119,12 @@ def test_prepare_cli_on_a_folder_of_real_photos(tmp_path, astronaut, portraits, 
     rc = main(["prepare", "--data", f"folder:{tmp_path / 'data'}?size=256", "--out", str(tmp_path / "cache"),
                "--splits", "all", "--no-progress"])
     assert rc == 0
+    from lightfer.defaults import DEFAULT_MODEL
     from lightfer.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg("fer_mini_xception")
+    cfg = get_pretrained_cfg(DEFAULT_MODEL)  # prepare takes the default model's crops
     mode = getattr(cfg, "crop_mode", "align")
-    assert f"2/3 faces detected (66.67%), 64px {mode} crops, margin {cfg.crop_margin}" in capsys.readouterr().out
+    assert f"2/3 faces detected (66.67%), {cfg.input_size}px {mode} crops, margin {cfg.crop_margin}" in capsys.readouterr().out
     ds = build_dataset(f"cache:{tmp_path / 'cache'}", "all")
     assert ds.images.shape == (3, 64, 64, 3) and ds.classes == ("happy", "neutral")
     np.testing.assert_array_equal(ds.meta["face_found"], [True, True, False])

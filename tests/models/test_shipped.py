@@ -83,3 +83,14 @@ def test_shipped_flip_tta_is_served_by_both_backends(checkpoint, tmp_path, monke
         np.testing.assert_allclose(off.predict(crops), plain, atol=1e-5)
     finally:
         shipped._REGISTRY.pop("tiny_tta_test", None)
+
+
+def test_shipped_models_register_whatever_is_imported_first():
+    """Importing ``lightfer.models.shipped`` before any architecture module still registers the package's models."""
+    import subprocess
+    import sys
+
+    code = ("import lightfer.models.shipped as s, json; from lightfer.models import list_models; "
+            "names = [json.loads(p.read_text())['name'] for p in s.WEIGHTS_DIR.glob('*.json')]; "
+            "assert names and set(names) <= set(list_models(pretrained=True)), names")
+    subprocess.run([sys.executable, "-c", code], check=True)

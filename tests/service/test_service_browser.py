@@ -72,7 +72,9 @@ def canvas_pixel(page, x: float, y: float) -> tuple[int, int, int]:
 
 
 def test_upload_draws_the_face_and_its_chart(page, astronaut_jpeg):
-    assert page.locator("#model option:checked").inner_text().startswith("fer_mini_xception")
+    from lightfer.defaults import DEFAULT_MODEL
+
+    assert page.locator("#model option:checked").inner_text().startswith(DEFAULT_MODEL)
     page.set_input_files("#file", str(astronaut_jpeg))
     page.wait_for_selector("body[data-state=done]", timeout=30_000)
     assert page.inner_text("#face-count") == "1"

@@ -169,16 +169,25 @@ def _accepts(fn: Callable[..., Any], arg: str) -> bool:
     return arg in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _import_all() -> None:
-    """Import the model modules so their ``@register_model`` decorators run."""
+def _import_architectures() -> None:
+    """Import the architecture modules (every model module but ``shipped``) so their decorators run."""
     import importlib
     import pkgutil
 
     import lightfer.models as pkg
 
-    names = [i.name for i in pkgutil.iter_modules(pkg.__path__) if i.name != "registry" and not i.name.startswith("_")]
-    for name in sorted(names, key=lambda n: n == "shipped"):  # shipped models wrap the architectures: last
-        importlib.import_module(f"lightfer.models.{name}")
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in ("registry", "shipped") and not info.name.startswith("_"):
+            importlib.import_module(f"lightfer.models.{info.name}")
+
+
+def _import_all() -> None:
+    """Import the model modules so their ``@register_model`` decorators run; shipped models (which wrap
+    the architectures) last."""
+    import importlib
+
+    _import_architectures()
+    importlib.import_module("lightfer.models.shipped")
 
 
 def count_params(model: nn.Module) -> int:

@@ -67,7 +67,11 @@ def _register(meta_path: Path) -> None:
 
 
 def register_shipped() -> None:
-    """Register every ``lightfer/weights/*.json`` model (called when the registry imports this module)."""
+    """Register every ``lightfer/weights/*.json`` model (runs when this module is first imported, whoever
+    imports it: the architectures they wrap are imported first)."""
+    from lightfer.models.registry import _import_architectures
+
+    _import_architectures()
     if WEIGHTS_DIR.is_dir():
         for meta in sorted(WEIGHTS_DIR.glob("*.json")):
             _register(meta)
