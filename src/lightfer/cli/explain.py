@@ -9,7 +9,7 @@ from pathlib import Path
 from lightfer.cli.common import set_threads
 
 EPILOG = """examples:
-  lightfer explain photo.jpg                                  # fer_mini_xception, PNGs in explain/
+  lightfer explain photo.jpg                                  # the default model, PNGs in explain/
   lightfer explain photos/ --out maps/ --class happy          # explain 'happy' for every face
   lightfer explain face.png --crops --model fer_mini_xception --layer blocks.2
   lightfer explain photo.jpg --model runs/train/best.pt       # a `lightfer train` checkpoint
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="IMAGE", help="images or folders")
     p.add_argument("--model", help="registered model name or a `lightfer train` checkpoint (default: the model "
-                                    "of a --weights checkpoint, else fer_mini_xception)")
+                                    "of a --weights checkpoint, else the default model)")
     p.add_argument("--weights", metavar="FILE", help="`lightfer train` checkpoint or .safetensors/.pt state dict")
     p.add_argument("--resizer", action="store_true", help="wrap the model with a Neural Resizer (random weights)")
     p.add_argument("--layer", metavar="MODULE_NAME", help="module to explain, as in model.named_modules()")

