@@ -37,6 +37,12 @@ def test_eval_registered_model_writes_report_and_png(folder, tmp_path, capsys):
     assert cm.shape == (7, 7) and cm.sum() == 9
     np.testing.assert_array_equal(cm.sum(1), [3, 0, 0, 3, 3, 0, 0])  # rows in the model's class order
     assert r["accuracy"] == pytest.approx(np.trace(cm) / 9)
+    wd = r["with_dropped"]  # the whole split, contempt counted as misses
+    assert wd["num_samples"] == 12 and wd["num_classes"] == 4 and wd["dropped_classes"] == {"contempt": 3}
+    assert wd["accuracy"] == pytest.approx(np.trace(cm) / 12)
+    recalls = [cm[i, i] / 3 for i in (0, 3, 4)]
+    assert wd["uar"] == pytest.approx(sum(recalls) / 4)
+    assert "counted as errors" in text
     assert r["cost"]["params"] > 50_000 and r["cost"]["flops"] > 1e6 and r["cost"]["latency_ms"] is None
     assert (out / "confusion.png").stat().st_size > 5000
 

@@ -2,7 +2,9 @@
 
 The model input is made exactly as serving makes it (:func:`lightfer.data.transforms.crops_to_input`
 mirrors ``ExpressionClassifier.prepare``), and dataset labels are matched to the model's
-classes by canonical name (classes the model lacks are dropped, with a warning).
+classes by canonical name (classes the model lacks are dropped, with a warning). When samples were
+dropped, the report's ``with_dropped`` block scores the whole split as if every dropped sample were a
+miss: e.g. a 7-class FER2013 model on the 8-class FER+ test set (contempt counted as errors).
 """
 from __future__ import annotations
 
@@ -81,6 +83,23 @@ def align_labels(dataset: FERDataset, classes: tuple[str, ...]) -> FERDataset:
     return dataset.remap(classes, drop_missing=True)
 
 
+def with_dropped(report: dict[str, Any], dataset: FERDataset) -> dict[str, Any]:
+    """Accuracy and UAR over all of ``dataset``'s classes, samples of classes the model lacks counted as misses.
+
+    ``report`` is :func:`evaluate_classifier`'s (or :func:`classification_metrics`') output on the samples
+    that were kept; UAR averages recall over every class with samples in ``dataset`` (0 for dropped ones).
+    """
+    counts = np.bincount(dataset.labels, minlength=dataset.num_classes)
+    kept = {canonical_name(c) for c in report["classes"]}
+    dropped = {c: int(n) for c, n in zip(dataset.classes, counts) if n and canonical_name(c) not in kept}
+    recalls = [r["recall"] for r in report["per_class"].values() if r["support"] > 0]
+    n_cls = int((counts > 0).sum())
+    total = int(counts.sum())
+    return {"num_samples": total, "num_classes": n_cls, "dropped_classes": dropped,
+            "accuracy": report["accuracy"] * report["num_samples"] / total if total else 0.0,
+            "uar": float(sum(recalls) / n_cls) if n_cls else 0.0}
+
+
 def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int = 256, tta_flip: bool = False) -> np.ndarray:
     """Softmax probabilities ``(N, C)`` of uint8 crops ``(N, H, W[, 3])`` (optionally averaged with mirrors)."""
     cfg = model.pretrained_cfg
@@ -130,6 +149,8 @@ def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: in
         "throughput_img_s": round(len(ds) / wall, 1) if wall > 0 else None,
         "batch_size": batch_size,
     })
+    if len(ds) < len(dataset):
+        report["with_dropped"] = with_dropped(report, dataset)
     if "face_found" in ds.meta:
         found = np.asarray(ds.meta["face_found"])
         report["face_found_rate"] = float(found.mean()) if len(found) else None

@@ -18,6 +18,12 @@ def format_table(metrics: dict[str, Any], title: str = "") -> str:
     lines = [title] if title else []
     lines.append(f"samples {metrics['num_samples']}   accuracy {_pct(metrics['accuracy']).strip()}%   "
                  f"UAR {_pct(metrics['uar']).strip()}%   AUC(macro) {_pct(metrics.get('auc_macro')).strip()}%")
+    wd = metrics.get("with_dropped")
+    if wd:
+        names = ", ".join(f"{c} {n}" for c, n in wd["dropped_classes"].items())
+        lines.append(f"all {wd['num_samples']} samples, {wd['num_classes']} classes, the model's missing classes "
+                     f"({names}) counted as errors: accuracy {_pct(wd['accuracy']).strip()}%   "
+                     f"UAR {_pct(wd['uar']).strip()}%")
     m, w = metrics["macro"], metrics["weighted"]
     lines.append(f"macro    P {_pct(m['precision'])}  R {_pct(m['recall'])}  F1 {_pct(m['f1'])}")
     lines.append(f"weighted P {_pct(w['precision'])}  R {_pct(w['recall'])}  F1 {_pct(w['f1'])}")
