@@ -94,3 +94,34 @@ def test_shipped_models_register_whatever_is_imported_first():
             "names = [json.loads(p.read_text())['name'] for p in s.WEIGHTS_DIR.glob('*.json')]; "
             "assert names and set(names) <= set(list_models(pretrained=True)), names")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+SHIPPED = sorted(p.stem for p in shipped.WEIGHTS_DIR.glob("*.json"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_loads_and_documents_itself(name):
+    """Each pair in ``lightfer/weights`` loads (sha256 checked), declares how it is served and how it was made."""
+    meta = json.loads((shipped.WEIGHTS_DIR / f"{name}.json").read_text())
+    assert meta["name"] == name
+    model = create_model(name, pretrained=True).eval()
+    cfg = model.pretrained_cfg
+    assert cfg.license == "MIT" and cfg.crop_mode in ("align", "box") and len(cfg.classes) == cfg.num_classes
+    prov = meta["provenance"]
+    assert prov["command"].startswith("lightfer train configs/") and prov["eval"].startswith(f"lightfer eval {name}")
+    x = torch.randn(2, cfg.in_chans, cfg.input_size, cfg.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p = model(x).softmax(1)
+    assert p.shape == (2, cfg.num_classes) and torch.isfinite(p).all()
+
+
+def test_ferplus_model_has_contempt_and_reads_a_smile():
+    """The FER+ model predicts 8 classes (contempt included) and serves a real smiling face as happy."""
+    from skimage import data as skimage_data
+
+    import lightfer
+
+    an = lightfer.Analyzer(model="shufflenet_v2_x0_5_ferplus")
+    assert set(an.classes) == {"neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt"}
+    res = an(skimage_data.astronaut())
+    assert len(res.faces) == 1 and res.faces[0].label == "happy" and res.faces[0].confidence > 0.5
