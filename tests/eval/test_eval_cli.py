@@ -118,3 +118,29 @@ def test_several_splits_in_one_run(tmp_path, capsys):
     r = json.loads((tmp_path / "o" / "report.json").read_text())
     assert r["splits"]["train"]["evaluated"] == 4 and r["splits"]["test"]["evaluated"] == 6
     assert (tmp_path / "o" / "confusion_train.png").exists() and (tmp_path / "o" / "confusion_test.png").exists()
+
+
+def test_compare_two_models_paired(folder, tmp_path, capsys):
+    out = tmp_path / "cmp.json"
+    rc = main(["eval", "shufflenet_v2_x0_5_fer2013", "--compare", "fer_mini_xception", "--data", f"folder:{folder}",
+               "--split", "all", "--no-latency", "--no-tta", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "paired vs fer_mini_xception" in text and "McNemar" in text
+    r = json.loads(out.read_text())
+    pc = r["compare"]
+    assert pc["num_samples"] == r["evaluated"] == 9  # the contempt images are dropped from both
+    assert pc["accuracy_a"] == pytest.approx(r["accuracy"])
+    assert pc["only_a"] - pc["only_b"] == pytest.approx(pc["diff"] * 9)
+    assert pc["tta_a"] is False and pc["tta_b"] is False and 0.0 < pc["p_mcnemar"] <= 1.0
+    # a model compared with itself agrees on every sample
+    rc = main(["eval", "fer_mini_xception", "--compare", "fer_mini_xception", "--data", f"folder:{folder}",
+               "--split", "all", "--no-latency", "--json", str(out)])
+    pc = json.loads(out.read_text())["compare"]
+    assert rc == 0 and pc["only_a"] == pc["only_b"] == 0 and pc["p_mcnemar"] == 1.0
+
+
+def test_compare_refuses_models_with_different_classes(folder, capsys):
+    rc = main(["eval", "shufflenet_v2_x0_5_fer2013", "--compare", "shufflenet_v2_x0_5_ferplus", "--data",
+               f"folder:{folder}", "--split", "all", "--no-latency"])
+    assert rc == 1 and "different classes" in capsys.readouterr().err

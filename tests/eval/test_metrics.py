@@ -88,3 +88,23 @@ def test_report_table_json_and_png(tmp_path):
     assert back["nan"] is None and back["arr"] == [0, 1, 2] and back["accuracy"] == 0.75
     png = plot_confusion(np.array(m["confusion_matrix"]), m["classes"], tmp_path / "cm.png", title="toy")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_paired_comparison_and_exact_mcnemar():
+    from math import comb
+
+    from lightfer.eval.metrics import mcnemar_exact, paired_comparison
+
+    a = np.array([1, 1, 1, 0, 0, 1, 1, 0, 1, 1], bool)
+    b = np.array([1, 0, 0, 0, 1, 1, 0, 0, 1, 1], bool)
+    r = paired_comparison(a, b)
+    assert (r["only_a"], r["only_b"], r["num_samples"]) == (3, 1, 10)
+    assert r["accuracy_a"] == pytest.approx(0.7) and r["accuracy_b"] == pytest.approx(0.5)
+    assert r["diff"] == pytest.approx(0.2)
+    assert r["ci95"] == pytest.approx(1.96 * np.sqrt(4 - 4 / 10) / 10)
+    brute = 2 * sum(comb(4, k) for k in (0, 1)) / 2 ** 4  # two-sided: P(X <= 1) + P(X >= 3), X ~ Bin(4, 1/2)
+    assert r["p_mcnemar"] == pytest.approx(brute)
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == pytest.approx(1.0)
+    assert mcnemar_exact(325, 276) == pytest.approx(0.0503, abs=5e-4)  # the model card's CE vs F-PDLS pair
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_comparison(a, b[:5])

@@ -13,9 +13,12 @@ EPILOG = """examples:
   lightfer eval fer_mini_xception --data fer2013:/data/fer2013.csv.gz --split val,test --tta --out reports/mini
   lightfer eval runs/train/best.pt --data ferplus:/data/fer2013.csv.gz,/data/fer2013new.csv --split test
   lightfer eval shufflenet_v2_x1_0 --weights my.safetensors --data cache:crops/fer64 --split test
+  lightfer eval runs/b/best.pt --compare runs/a/best.pt --data cache:crops/fer64 --split test   # paired test
   lightfer eval --detector --data wider:/data/wider_face_val_subset --out reports/det
 prints a table (accuracy, UAR, macro/weighted P/R/F1, one-vs-rest AUC, per-class figures, confusion
-matrix, params, FLOPs, latency per face) per split; with --out writes report.json (keyed by split when
+matrix, params, FLOPs, latency per face) per split; --compare adds a paired line (both models on the same
+samples: accuracy difference with its 95% interval, samples only one of them gets right, exact McNemar
+p); with --out writes report.json (keyed by split when
 several are given) and confusion[_SPLIT].png there.
 Dataset specs: see `docs/data_eval.md` (fer2013, ferplus, folder, rafdb, affectnet, ckplus, cache)."""
 
@@ -37,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="safetensors / .pt state dict for a registered model name")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average with the horizontally mirrored crop (default: the model's pretrained_cfg.tta_flip)")
+    p.add_argument("--compare", metavar="CHECKPOINT_OR_MODEL",
+                   help="a second model (same classes) scored on the same samples: paired difference and McNemar "
+                        "test; it uses its own default TTA unless --tta / --no-tta is given")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="only the first N samples (smoke runs)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
@@ -105,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: give a checkpoint or model name (or --detector)", file=sys.stderr)
         return 2
     from lightfer.data import build_dataset
-    from lightfer.eval.evaluate import evaluate_classifier, load_classifier
+    from lightfer.eval.evaluate import compare_classifiers, evaluate_classifier, load_classifier
     from lightfer.eval.report import format_table, plot_confusion
 
     splits = [x.strip() for x in args.split.split(",") if x.strip()]
@@ -116,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = load_classifier(args.model, args.weights)
         tta = bool(model.pretrained_cfg.tta_flip if args.tta is None else args.tta)
+        other = load_classifier(args.compare) if args.compare else None
+        tta_other = bool(other.pretrained_cfg.tta_flip if args.tta is None else args.tta) if other else False
         cost = None
         for split in splits:
             ds = build_dataset(args.data, None if split == "all" else split)
@@ -125,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
                                     latency=not args.no_latency and cost is None, onnx_latency=args.onnx_latency)
             cost = r["cost"] = cost or r["cost"]  # measured once per run
             r["data"], r["split"] = args.data, split
+            if other is not None:
+                r["compare"] = compare_classifiers(model, other, ds, tta_a=tta, tta_b=tta_other,
+                                                   batch_size=args.batch_size)
+                r["compare"]["model_b"] = args.compare
             title = (f"{r['model']} on {r['dataset']} ({r['evaluated']} of {r['dataset_size']} samples"
                      f"{', flip TTA' if tta else ''})")
             if args.out:

@@ -20,7 +20,7 @@ from torch import nn
 from lightfer.data.dataset import FERDataset
 from lightfer.data.labels import LabelError, canonical_name
 from lightfer.data.transforms import crops_to_input
-from lightfer.eval.metrics import classification_metrics
+from lightfer.eval.metrics import classification_metrics, paired_comparison
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,27 @@ def model_cost(model: nn.Module, latency: bool = True, repeats: int = 30, onnx: 
     if latency and onnx:
         cost["onnx_latency_ms"] = time_onnx(model, example, threads=torch.get_num_threads(), repeats=repeats)
     return cost
+
+
+def compare_classifiers(model_a: nn.Module, model_b: nn.Module, dataset: FERDataset, *, tta_a: bool = False,
+                        tta_b: bool = False, batch_size: int = 256) -> dict[str, Any]:
+    """Paired accuracy comparison of two models on the same samples of ``dataset`` (exact McNemar test).
+
+    Both models must have the same class set (order may differ); samples of classes they lack are dropped
+    from both. Returns :func:`lightfer.eval.metrics.paired_comparison`'s dict plus the TTA flags.
+    """
+    ca, cb = tuple(model_a.pretrained_cfg.classes), tuple(model_b.pretrained_cfg.classes)
+    names_a, names_b = ({canonical_name(c) for c in cls} for cls in (ca, cb))
+    if names_a != names_b:
+        raise ValueError(f"cannot compare models with different classes: {ca} vs {cb}")
+    correct = []
+    for model, classes, tta in ((model_a, ca, tta_a), (model_b, cb, tta_b)):
+        ds = align_labels(dataset, classes)
+        probs = predict_probs(model.eval(), ds.images, batch_size, tta)
+        correct.append(probs.argmax(1) == ds.labels)
+    out = paired_comparison(correct[0], correct[1])
+    out.update({"tta_a": tta_a, "tta_b": tta_b})
+    return out
 
 
 def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: int = 256, tta_flip: bool = False,

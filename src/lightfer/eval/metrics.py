@@ -10,7 +10,11 @@ Definitions (the ones reported by seeds 000, 001 and 003):
   (as scikit-learn's default label set), weighted = mean weighted by true support;
 * one-vs-rest AUC of ``c``: the Mann-Whitney probability that a random sample of ``c`` scores
   higher on column ``c`` than a random other sample (ties count 1/2); undefined (None) when ``c``
-  has no positives or no negatives; macro AUC averages the defined ones.
+  has no positives or no negatives; macro AUC averages the defined ones;
+* paired comparison of two models on the same samples (:func:`paired_comparison`): ``b`` = samples only
+  model A gets right, ``c`` = only model B; exact two-sided McNemar p = P(Binomial(b + c, 1/2) as or more
+  extreme than b), and a 95% normal interval for the accuracy difference ``(b - c) / n`` with the paired
+  standard error ``sqrt(b + c - (b - c)^2 / n) / n``.
 """
 from __future__ import annotations
 
@@ -126,3 +130,31 @@ def classification_metrics(y_true: np.ndarray, scores: np.ndarray, classes: Sequ
     defined = [a for a in aucs if a is not None]
     out["auc_macro"] = float(np.mean(defined)) if defined else None
     return out
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for ``b`` vs ``c`` discordant pairs (1.0 when there are none)."""
+    from scipy.stats import binomtest
+
+    b, c = int(b), int(c)
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {b}, {c}")
+    return 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+
+
+def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
+    """Paired accuracy comparison of models A and B from per-sample correctness ``(N,)`` booleans.
+
+    Returns accuracies, ``only_a`` / ``only_b`` (discordant counts), ``diff`` = acc A - acc B, its 95%
+    half-width ``ci95`` and the exact McNemar ``p`` (see the module doc).
+    """
+    a = np.asarray(correct_a, bool).ravel()
+    b = np.asarray(correct_b, bool).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"correctness vectors differ in length: {a.shape} vs {b.shape}")
+    n = len(a)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    se = float(np.sqrt(max(only_a + only_b - (only_a - only_b) ** 2 / n, 0.0)) / n) if n else 0.0
+    return {"num_samples": n, "accuracy_a": float(a.mean()) if n else 0.0, "accuracy_b": float(b.mean()) if n else 0.0,
+            "only_a": only_a, "only_b": only_b, "diff": (only_a - only_b) / n if n else 0.0, "ci95": 1.96 * se,
+            "p_mcnemar": mcnemar_exact(only_a, only_b)}

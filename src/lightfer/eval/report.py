@@ -24,6 +24,13 @@ def format_table(metrics: dict[str, Any], title: str = "") -> str:
         lines.append(f"all {wd['num_samples']} samples, {wd['num_classes']} classes, the model's missing classes "
                      f"({names}) counted as errors: accuracy {_pct(wd['accuracy']).strip()}%   "
                      f"UAR {_pct(wd['uar']).strip()}%")
+    pc = metrics.get("compare")
+    if pc:
+        lines.append(f"paired vs {pc.get('model_b', 'B')}{' (flip TTA)' if pc.get('tta_b') else ''} on the same "
+                     f"{pc['num_samples']} samples: {_pct(pc['accuracy_a']).strip()}% vs "
+                     f"{_pct(pc['accuracy_b']).strip()}%, difference {100 * pc['diff']:+.2f} "
+                     f"(95% CI ±{100 * pc['ci95']:.2f}); only this model right {pc['only_a']}, only the other "
+                     f"{pc['only_b']}; exact McNemar p = {pc['p_mcnemar']:.3g}")
     m, w = metrics["macro"], metrics["weighted"]
     lines.append(f"macro    P {_pct(m['precision'])}  R {_pct(m['recall'])}  F1 {_pct(m['f1'])}")
     lines.append(f"weighted P {_pct(w['precision'])}  R {_pct(w['recall'])}  F1 {_pct(w['f1'])}")
