@@ -18,8 +18,7 @@ EPILOG = """examples:
 prints a table (accuracy, UAR, macro/weighted P/R/F1, one-vs-rest AUC, per-class figures, confusion
 matrix, params, FLOPs, latency per face) per split; --compare adds a paired line (both models on the same
 samples: accuracy difference with its 95% interval, samples only one of them gets right, exact McNemar
-p); with --out writes report.json (keyed by split when
-several are given) and confusion[_SPLIT].png there.
+p); with --out writes report.json (keyed by split when several are given) and confusion[_SPLIT].png there.
 Dataset specs: see `docs/data_eval.md` (fer2013, ferplus, folder, rafdb, affectnet, ckplus, cache)."""
 
 
