@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: give a checkpoint or model name (or --detector)", file=sys.stderr)
         return 2
     from lightfer.data import build_dataset
-    from lightfer.eval.evaluate import compare_classifiers, evaluate_classifier, load_classifier
+    from lightfer.eval.evaluate import evaluate_classifier, load_classifier
     from lightfer.eval.report import format_table, plot_confusion
 
     splits = [x.strip() for x in args.split.split(",") if x.strip()]
@@ -129,12 +129,11 @@ def run(args: argparse.Namespace) -> int:
             if args.limit:
                 ds = ds.subset(range(min(args.limit, len(ds))))
             r = evaluate_classifier(model, ds, batch_size=args.batch_size, tta_flip=tta,
-                                    latency=not args.no_latency and cost is None, onnx_latency=args.onnx_latency)
+                                    latency=not args.no_latency and cost is None, onnx_latency=args.onnx_latency,
+                                    compare=other, compare_tta=tta_other)
             cost = r["cost"] = cost or r["cost"]  # measured once per run
             r["data"], r["split"] = args.data, split
             if other is not None:
-                r["compare"] = compare_classifiers(model, other, ds, tta_a=tta, tta_b=tta_other,
-                                                   batch_size=args.batch_size)
                 r["compare"]["model_b"] = args.compare
             title = (f"{r['model']} on {r['dataset']} ({r['evaluated']} of {r['dataset_size']} samples"
                      f"{', flip TTA' if tta else ''})")

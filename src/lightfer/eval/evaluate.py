@@ -132,11 +132,12 @@ def model_cost(model: nn.Module, latency: bool = True, repeats: int = 30, onnx: 
 
 
 def compare_classifiers(model_a: nn.Module, model_b: nn.Module, dataset: FERDataset, *, tta_a: bool = False,
-                        tta_b: bool = False, batch_size: int = 256) -> dict[str, Any]:
+                        tta_b: bool = False, batch_size: int = 256, probs_a: np.ndarray | None = None) -> dict[str, Any]:
     """Paired accuracy comparison of two models on the same samples of ``dataset`` (exact McNemar test).
 
     Both models must have the same class set (order may differ); samples of classes they lack are dropped
-    from both. Returns :func:`lightfer.eval.metrics.paired_comparison`'s dict plus the TTA flags.
+    from both. ``probs_a`` ``(N, C)``: model A's probabilities on those samples when already computed.
+    Returns :func:`lightfer.eval.metrics.paired_comparison`'s dict plus the TTA flags.
     """
     ca, cb = tuple(model_a.pretrained_cfg.classes), tuple(model_b.pretrained_cfg.classes)
     names_a, names_b = ({canonical_name(c) for c in cls} for cls in (ca, cb))
@@ -145,7 +146,8 @@ def compare_classifiers(model_a: nn.Module, model_b: nn.Module, dataset: FERData
     correct = []
     for model, classes, tta in ((model_a, ca, tta_a), (model_b, cb, tta_b)):
         ds = align_labels(dataset, classes)
-        probs = predict_probs(model.eval(), ds.images, batch_size, tta)
+        known = probs_a if model is model_a and probs_a is not None else None
+        probs = known if known is not None else predict_probs(model.eval(), ds.images, batch_size, tta)
         correct.append(probs.argmax(1) == ds.labels)
     out = paired_comparison(correct[0], correct[1])
     out.update({"tta_a": tta_a, "tta_b": tta_b})
@@ -153,8 +155,12 @@ def compare_classifiers(model_a: nn.Module, model_b: nn.Module, dataset: FERData
 
 
 def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: int = 256, tta_flip: bool = False,
-                        latency: bool = True, onnx_latency: bool = False) -> dict[str, Any]:
-    """The full report of ``lightfer eval`` for one dataset split (see :mod:`lightfer.eval.metrics`)."""
+                        latency: bool = True, onnx_latency: bool = False, compare: nn.Module | None = None,
+                        compare_tta: bool = False) -> dict[str, Any]:
+    """The full report of ``lightfer eval`` for one dataset split (see :mod:`lightfer.eval.metrics`).
+
+    With ``compare`` (a second model with the same classes) the report gains ``compare``: the paired test of
+    :func:`compare_classifiers`, reusing this model's predictions."""
     cfg = model.pretrained_cfg
     ds = align_labels(dataset, tuple(cfg.classes))
     if len(ds) == 0:
@@ -172,6 +178,9 @@ def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: in
     })
     if len(ds) < len(dataset):
         report["with_dropped"] = with_dropped(report, dataset)
+    if compare is not None:
+        report["compare"] = compare_classifiers(model, compare, dataset, tta_a=tta_flip, tta_b=compare_tta,
+                                                batch_size=batch_size, probs_a=probs)
     if "face_found" in ds.meta:
         found = np.asarray(ds.meta["face_found"])
         report["face_found_rate"] = float(found.mean()) if len(found) else None
