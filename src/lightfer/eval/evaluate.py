@@ -9,6 +9,7 @@ miss: e.g. a 7-class FER2013 model on the 8-class FER+ test set (contempt counte
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -131,21 +132,53 @@ def model_cost(model: nn.Module, latency: bool = True, repeats: int = 30, onnx: 
     return cost
 
 
+def check_same_samples(a: FERDataset, b: FERDataset) -> None:
+    """Raise ``ValueError`` unless ``a`` and ``b`` hold the same samples in the same order (other crops allowed).
+
+    Same length, the same label name per sample and, where both carry ids, the same ids."""
+    if len(a) != len(b):
+        raise ValueError(f"{b.name}: {len(b)} samples, but {a.name} has {len(a)}; a paired comparison needs the "
+                         "same samples (prepare both crop sets from the same source and split)")
+    names_a = np.asarray([canonical_name(a.classes[i]) for i in a.labels])
+    names_b = np.asarray([canonical_name(b.classes[i]) for i in b.labels])
+    if len(a) and not (names_a == names_b).all():
+        i = int(np.flatnonzero(names_a != names_b)[0])
+        raise ValueError(f"{b.name}: sample {i} is labelled {names_b[i]!r}, in {a.name} {names_a[i]!r}: not the "
+                         "same samples in the same order")
+    keys_a, keys_b = _sample_keys(a), _sample_keys(b)
+    if keys_a is not None and keys_b is not None and keys_a != keys_b:
+        i = next(k for k, (x, y) in enumerate(zip(keys_a, keys_b)) if x != y)
+        raise ValueError(f"{b.name}: sample {i} is {b.ids[i]!r}, in {a.name} {a.ids[i]!r}: not the same samples")
+
+
+def _sample_keys(ds: FERDataset) -> list[str] | None:
+    """Ids comparable across crop sets of one source: the last two path parts (``class/file.png`` of an image
+    folder, ``fer2013.csv.gz:LINE`` as is); ``None`` when the ids are the placeholders ``NAME#i``."""
+    if not ds.ids or all(re.fullmatch(r".*#\d+", s) for s in ds.ids):
+        return None
+    return ["/".join(s.replace("\\", "/").split("/")[-2:]) for s in ds.ids]
+
+
 def compare_classifiers(model_a: nn.Module, model_b: nn.Module, dataset: FERDataset, *, tta_a: bool = False,
-                        tta_b: bool = False, batch_size: int = 256, probs_a: np.ndarray | None = None) -> dict[str, Any]:
+                        tta_b: bool = False, batch_size: int = 256, probs_a: np.ndarray | None = None,
+                        dataset_b: FERDataset | None = None) -> dict[str, Any]:
     """Paired accuracy comparison of two models on the same samples of ``dataset`` (exact McNemar test).
 
     Both models must have the same class set (order may differ); samples of classes they lack are dropped
     from both. ``probs_a`` ``(N, C)``: model A's probabilities on those samples when already computed.
+    ``dataset_b``: model B reads its crops from here instead (e.g. crops of another size or crop mode); it
+    must hold the same samples in the same order (:func:`check_same_samples`).
     Returns :func:`lightfer.eval.metrics.paired_comparison`'s dict plus the TTA flags.
     """
     ca, cb = tuple(model_a.pretrained_cfg.classes), tuple(model_b.pretrained_cfg.classes)
     names_a, names_b = ({canonical_name(c) for c in cls} for cls in (ca, cb))
     if names_a != names_b:
         raise ValueError(f"cannot compare models with different classes: {ca} vs {cb}")
+    if dataset_b is not None:
+        check_same_samples(dataset, dataset_b)
     correct = []
-    for model, classes, tta in ((model_a, ca, tta_a), (model_b, cb, tta_b)):
-        ds = align_labels(dataset, classes)
+    for model, classes, tta, data in ((model_a, ca, tta_a, dataset), (model_b, cb, tta_b, dataset_b or dataset)):
+        ds = align_labels(data, classes)
         known = probs_a if model is model_a and probs_a is not None else None
         probs = known if known is not None else predict_probs(model.eval(), ds.images, batch_size, tta)
         correct.append(probs.argmax(1) == ds.labels)
@@ -156,11 +189,12 @@ def compare_classifiers(model_a: nn.Module, model_b: nn.Module, dataset: FERData
 
 def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: int = 256, tta_flip: bool = False,
                         latency: bool = True, onnx_latency: bool = False, compare: nn.Module | None = None,
-                        compare_tta: bool = False) -> dict[str, Any]:
+                        compare_tta: bool = False, compare_dataset: FERDataset | None = None) -> dict[str, Any]:
     """The full report of ``lightfer eval`` for one dataset split (see :mod:`lightfer.eval.metrics`).
 
     With ``compare`` (a second model with the same classes) the report gains ``compare``: the paired test of
-    :func:`compare_classifiers`, reusing this model's predictions."""
+    :func:`compare_classifiers`, reusing this model's predictions; ``compare_dataset`` gives that model its
+    own crops of the same samples."""
     cfg = model.pretrained_cfg
     ds = align_labels(dataset, tuple(cfg.classes))
     if len(ds) == 0:
@@ -180,7 +214,7 @@ def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: in
         report["with_dropped"] = with_dropped(report, dataset)
     if compare is not None:
         report["compare"] = compare_classifiers(model, compare, dataset, tta_a=tta_flip, tta_b=compare_tta,
-                                                batch_size=batch_size, probs_a=probs)
+                                                batch_size=batch_size, probs_a=probs, dataset_b=compare_dataset)
     if "face_found" in ds.meta:
         found = np.asarray(ds.meta["face_found"])
         report["face_found_rate"] = float(found.mean()) if len(found) else None

@@ -31,6 +31,8 @@ def format_table(metrics: dict[str, Any], title: str = "") -> str:
                      f"{_pct(pc['accuracy_b']).strip()}%, difference {100 * pc['diff']:+.2f} "
                      f"(95% CI ±{100 * pc['ci95']:.2f}); only this model right {pc['only_a']}, only the other "
                      f"{pc['only_b']}; exact McNemar p = {pc['p_mcnemar']:.3g}")
+        if pc.get("data_b") and pc["data_b"] != metrics.get("data"):
+            lines.append(f"  ({pc.get('model_b', 'B')} read its crops of the same samples from {pc['data_b']})")
     m, w = metrics["macro"], metrics["weighted"]
     lines.append(f"macro    P {_pct(m['precision'])}  R {_pct(m['recall'])}  F1 {_pct(m['f1'])}")
     lines.append(f"weighted P {_pct(w['precision'])}  R {_pct(w['recall'])}  F1 {_pct(w['f1'])}")
