@@ -125,3 +125,31 @@ def test_ferplus_model_has_contempt_and_reads_a_smile():
     assert set(an.classes) == {"neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt"}
     res = an(skimage_data.astronaut())
     assert len(res.faces) == 1 and res.faces[0].label == "happy" and res.faces[0].confidence > 0.5
+
+
+def test_resizer_checkpoint_reloads_and_ships_with_its_backbone_size(tmp_path):
+    """A Neural Resizer run (48 px in, backbone at 64 px): the checkpoint and the shipped pair rebuild the
+    backbone at 64 px, not at the resizer's input side nor the architecture's default."""
+    cfg = config_from_dict({
+        "epochs": 1, "batch_size": 32, "output_dir": str(tmp_path / "run"), "progress": False, "seed": 1,
+        "model": {"name": "shufflenet_v2_x0_5", "input_size": 64, "kwargs": {"resizer": {"in_size": 48, "filters": 4}}},
+        "optim": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0},
+        "data": {"synthetic_size": 64, "synthetic_image": 48},
+    })
+    torch.manual_seed(0)
+    main(cfg)
+    ckpt = tmp_path / "run" / "best.pt"
+    ref = load_model_from_checkpoint(ckpt).eval()
+    assert ref.resizer.out_size == 64 and ref.pretrained_cfg.input_size == 48
+    shipped.ship_checkpoint(ckpt, "tiny_resizer_test", description="test", provenance={}, out_dir=tmp_path)
+    assert json.loads((tmp_path / "tiny_resizer_test.json").read_text())["backbone_input_size"] == 64
+    shipped._register(tmp_path / "tiny_resizer_test.json")
+    try:
+        model = create_model("tiny_resizer_test", pretrained=True)
+        assert model.resizer.out_size == 64 and model.pretrained_cfg.input_size == 48
+        x = torch.randn(2, 1, 48, 48)
+        with torch.no_grad():
+            np.testing.assert_allclose(model(x).numpy(), ref(x).numpy(), atol=1e-6)
+            assert ref.resizer(x).shape[-1] == 64
+    finally:
+        shipped._REGISTRY.pop("tiny_resizer_test", None)

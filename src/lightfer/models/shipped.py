@@ -56,10 +56,17 @@ def _register(meta_path: Path) -> None:
     cfg_dict = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["pretrained_cfg"].items() if k in fields}
     cfg = PretrainedCfg(**{**cfg_dict, "loader": _make_loader(meta_path.with_suffix(".safetensors"), meta["sha256"])})
     arch_kwargs = dict(meta.get("arch_kwargs", {}))
+    resizer = arch_kwargs.pop("resizer", None)
+    backbone_size = int(meta.get("backbone_input_size") or cfg.input_size)
 
     def entry(num_classes: int = cfg.num_classes, in_chans: int = cfg.in_chans, **kwargs: Any) -> nn.Module:
-        kwargs.setdefault("img_size", cfg.input_size)  # stems and windows are planned for the trained size
-        return arch_fn(num_classes=num_classes, in_chans=in_chans, **{**arch_kwargs, **kwargs})
+        kwargs.setdefault("img_size", backbone_size)  # stems and windows are planned for the trained size
+        net = arch_fn(num_classes=num_classes, in_chans=in_chans, **{**arch_kwargs, **kwargs})
+        if resizer:  # built here, so that the shipped state dict (resizer + backbone) loads in one piece
+            from lightfer.models.resizer import NeuralResizer, ResizedModel, resizer_cfg
+
+            return ResizedModel(NeuralResizer(in_chans, backbone_size, resizer_cfg(resizer)), net)
+        return net
 
     entry.__name__ = name
     entry.__doc__ = cfg.description
@@ -113,6 +120,7 @@ def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, prov
         "pretrained_cfg": cfg.to_dict(),
         "sha256": _sha256(weights),
         "base_input_size": base.input_size,
+        "backbone_input_size": int(model.resizer.out_size) if hasattr(model, "resizer") else cfg.input_size,
         "provenance": provenance,
     }
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -90,9 +90,11 @@ def load_model_from_checkpoint(path: str | Path, use_ema: bool = True) -> nn.Mod
     default = get_pretrained_cfg(state["model_name"])
     size = pcfg.get("input_size")
     kwargs = dict(state.get("model_kwargs", {}))
+    if "resizer" in kwargs:  # pretrained_cfg holds the resizer's input side; the backbone's is the model config's
+        size = state.get("model_input_size", (state.get("config") or {}).get("model", {}).get("input_size"))
     model = create_model(
         state["model_name"], classes=tuple(pcfg["classes"]) if pcfg.get("classes") else None,
-        in_chans=pcfg.get("in_chans"), input_size=None if size == default.input_size or "resizer" in kwargs else size,
+        in_chans=pcfg.get("in_chans"), input_size=None if size == default.input_size else size,
         **kwargs,
     )
     weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]

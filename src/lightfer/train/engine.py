@@ -379,7 +379,8 @@ def _state(cfg: TrainConfig, model: nn.Module, optimizer: Any, scheduler: Any, s
     pc = getattr(m, "pretrained_cfg", None)
     return {
         "model": m.state_dict(), "model_name": getattr(m, "model_name", cfg.model.name),
-        "model_kwargs": dict(cfg.model.kwargs), "pretrained_cfg": pc.to_dict() if pc is not None else {},
+        "model_kwargs": dict(cfg.model.kwargs), "model_input_size": cfg.model.input_size,
+        "pretrained_cfg": pc.to_dict() if pc is not None else {},
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "ema": ema.module.state_dict() if ema is not None else None,
