@@ -184,3 +184,26 @@ def test_compare_data_refuses_other_samples(folder, tmp_path, capsys):
     assert rc == 1 and "11 samples" in capsys.readouterr().err
     rc = main(["eval", "fer_mini_xception", "--data", f"folder:{folder}", "--compare-data", f"folder:{other}"])
     assert rc == 2 and "--compare-data needs --compare" in capsys.readouterr().err
+
+
+def test_no_ema_scores_the_live_weights_of_a_checkpoint(folder, tmp_path, capsys):
+    from lightfer.train.checkpoint import save_checkpoint
+
+    live = load_classifier("fer_mini_xception")
+    ema = load_classifier("fer_mini_xception")
+    with torch.no_grad():  # two different weight sets in one checkpoint
+        for p in ema.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    cfg = live.pretrained_cfg
+    ckpt = save_checkpoint({"model_name": "fer_mini_xception", "model": live.state_dict(), "ema": ema.state_dict(),
+                            "epoch": 1, "pretrained_cfg": {"classes": list(cfg.classes), "in_chans": cfg.in_chans,
+                                                           "input_size": cfg.input_size}}, tmp_path / "c.pt")
+    imgs = np.random.default_rng(5).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    np.testing.assert_allclose(predict_probs(load_classifier(str(ckpt)), imgs), predict_probs(ema, imgs), atol=1e-5)
+    np.testing.assert_allclose(predict_probs(load_classifier(str(ckpt), use_ema=False), imgs),
+                               predict_probs(live, imgs), atol=1e-5)
+    out = tmp_path / "r.json"
+    assert main(["eval", str(ckpt), "--no-ema", "--compare", "fer_mini_xception", "--data", f"folder:{folder}",
+                 "--split", "all", "--no-latency", "--json", str(out)]) == 0
+    pc = json.loads(out.read_text())["compare"]
+    assert pc["only_a"] == pc["only_b"] == 0  # the live weights are the shipped baseline's

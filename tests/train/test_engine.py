@@ -256,22 +256,25 @@ def test_model_with_the_wrong_number_of_outputs_is_refused(tmp_path: Path, tiny)
         main(_cfg(tmp_path), model=tiny(num_classes=5))
 
 
-def test_ema_averages_parameters_copies_buffers_and_warms_up():
-    """EMA: parameters averaged with the warm-up decay, BatchNorm statistics copied from the model."""
+def test_ema_averages_parameters_and_bn_statistics_with_warm_up():
+    """EMA: parameters and BatchNorm statistics averaged with the warm-up decay, counters copied."""
     from lightfer.train.builders import ModelEma
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     ema = ModelEma(net, decay=0.999)
     w0 = net[0].weight.detach().clone()
+    v0 = net[1].running_var.detach().clone()  # ones
     with torch.no_grad():
         net[0].weight.add_(1.0)
     net.train()(torch.randn(16, 3) * 5)  # moves the running statistics
+    assert not torch.allclose(net[1].running_var, v0)
     ema.update(net)
     d = min(0.999, 2 / 11)  # first update: (1 + t) / (10 + t) with t = 1
     torch.testing.assert_close(ema.module[0].weight, d * w0 + (1 - d) * (w0 + 1.0))
-    torch.testing.assert_close(ema.module[1].running_var, net[1].running_var)
+    torch.testing.assert_close(ema.module[1].running_var, d * v0 + (1 - d) * net[1].running_var)
     assert int(ema.module[1].num_batches_tracked) == 1
     for _ in range(9000):  # (1 + t) / (10 + t) reaches 0.999 at t = 8,991
         ema.update(net)
     assert ema.current_decay() == 0.999
     torch.testing.assert_close(ema.module[0].weight, net[0].weight, atol=1e-2, rtol=0)
+    torch.testing.assert_close(ema.module[1].running_var, net[1].running_var, atol=1e-2, rtol=0)

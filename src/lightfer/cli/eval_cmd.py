@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the --compare model reads this dataset instead (the same samples in the same order with "
                         "other crops, e.g. box crops for fer_mini_xception or another crop size); checked by "
                         "labels and sample ids")
+    p.add_argument("--no-ema", action="store_true",
+                   help="a training checkpoint: score the live weights of its saved epoch instead of their EMA "
+                        "(the --compare model keeps its EMA)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="only the first N samples (smoke runs)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
@@ -127,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     reports, tables = {}, []
     try:
-        model = load_classifier(args.model, args.weights)
+        model = load_classifier(args.model, args.weights, use_ema=not args.no_ema)
         tta = bool(model.pretrained_cfg.tta_flip if args.tta is None else args.tta)
         other = load_classifier(args.compare) if args.compare else None
         tta_other = bool(other.pretrained_cfg.tta_flip if args.tta is None else args.tta) if other else False

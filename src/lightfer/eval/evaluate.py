@@ -40,13 +40,16 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_classifier(model: str, weights: str | None = None, **create_kwargs: Any) -> nn.Module:
+def load_classifier(model: str, weights: str | None = None, *, use_ema: bool = True,
+                    **create_kwargs: Any) -> nn.Module:
     """A classifier in eval mode from a registered name or a training checkpoint.
 
     Args:
         model: a registered model name (its pretrained weights load unless ``weights`` is given),
             or a checkpoint file written by ``lightfer train`` (``model_name``, ``model``, ``pretrained_cfg``).
         weights: a ``.safetensors`` / ``.pt`` state dict (or a dict with ``model``) for the named model.
+        use_ema: for a checkpoint of a run with ``ema_decay``: its EMA weights (default) or, if False, the
+            live weights of the same epoch.
         **create_kwargs: ``create_model`` overrides (``classes``, ``in_chans``, ``input_size``).
     """
     from lightfer.models import create_model, list_models
@@ -55,7 +58,7 @@ def load_classifier(model: str, weights: str | None = None, **create_kwargs: Any
     if path.is_file():
         from lightfer.train.checkpoint import load_model_from_checkpoint
 
-        return load_model_from_checkpoint(path)
+        return load_model_from_checkpoint(path, use_ema=use_ema)
     if model not in list_models():
         raise FileNotFoundError(f"{model!r} is neither a file nor a registered model ({', '.join(list_models())})")
     if weights is None:

@@ -165,20 +165,21 @@ def build_task(cfg: TrainConfig, student: nn.Module, teacher: nn.Module | None,
 
 
 class ModelEma(nn.Module):
-    """Exponential moving average of a model's parameters, ``e ← d_t·e + (1 − d_t)·w``; buffers (BatchNorm
-    running statistics, counters) are copied from the model, not averaged.
+    """Exponential moving average of a model, ``e ← d_t·e + (1 − d_t)·w`` over its parameters *and* its float
+    buffers (BatchNorm running statistics); integer buffers (batch counters) are copied.
 
     ``d_t = min(decay, (1 + t) / (10 + t))`` after ``t`` updates: the average forgets the random
-    initialisation within the first epochs instead of after ~1/(1 − decay) steps. Averaging the BN
-    statistics together with the initial ones left a from-scratch ShuffleNetV2 predicting one class for
-    the first 7+ epochs (its EMA running_var 0.47 where the model's was 0.05)."""
+    initialisation (weights and the initial BN statistics) within the first epochs instead of after
+    ~1/(1 − decay) steps. Both halves were measured on the 40-epoch KD recipe (docs/MODEL_CARD.md, "EMA"):
+    averaging BN statistics *without* the warm-up left a from-scratch ShuffleNetV2 predicting one class for 7+
+    epochs; copying the live model's BN statistics onto averaged weights instead cost 1.0–1.5 points at the
+    end (the statistics belong to other weights)."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__()
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = float(decay)
         self.updates = 0  # set to epochs × steps when a run resumes
-        self._params = {name for name, _ in model.named_parameters()}
 
     def current_decay(self) -> float:
         """``d_t`` for the next update."""
@@ -193,7 +194,7 @@ class ModelEma(nn.Module):
         current = model.state_dict()
         for name, e in self.module.state_dict().items():
             m = current[name].detach()
-            if name in self._params and e.dtype.is_floating_point:
+            if e.dtype.is_floating_point:
                 e.lerp_(m, 1.0 - d)
             else:
                 e.copy_(m)
