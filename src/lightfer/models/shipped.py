@@ -86,8 +86,9 @@ def register_shipped() -> None:
 
 def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, provenance: dict[str, Any],
                     crop_mode: str | None = None, crop_margin: float | None = None, tta_flip: bool | None = None,
-                    out_dir: Path = WEIGHTS_DIR) -> Path:
-    """Write ``<name>.safetensors`` + ``<name>.json`` from a ``lightfer train`` checkpoint (EMA weights if kept).
+                    out_dir: Path = WEIGHTS_DIR, use_ema: bool = True) -> Path:
+    """Write ``<name>.safetensors`` + ``<name>.json`` from a ``lightfer train`` checkpoint (its EMA weights if
+    kept and ``use_ema``, else the live weights of the saved epoch).
 
     ``crop_mode`` / ``crop_margin`` / ``tta_flip`` override the checkpoint's pretrained config (how the model
     is served: they must match how its published numbers were measured)."""
@@ -97,7 +98,7 @@ def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, prov
     from lightfer.train.checkpoint import load_checkpoint, load_model_from_checkpoint
 
     state = load_checkpoint(checkpoint)
-    model = load_model_from_checkpoint(checkpoint)
+    model = load_model_from_checkpoint(checkpoint, use_ema=use_ema)
     cfg = dataclasses.replace(
         model.pretrained_cfg,
         weights=f"lightfer package: weights/{name}.safetensors",
