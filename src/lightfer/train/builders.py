@@ -172,7 +172,7 @@ class ModelEma(nn.Module):
     initialisation (weights and the initial BN statistics) within the first epochs instead of after
     ~1/(1 − decay) steps. Both halves were measured on the 40-epoch KD recipe (docs/MODEL_CARD.md, "EMA"):
     averaging BN statistics *without* the warm-up left a from-scratch ShuffleNetV2 predicting one class for 7+
-    epochs; copying the live model's BN statistics onto averaged weights instead cost 1.0–1.5 points at the
+    epochs; copying the live model's BN statistics onto averaged weights instead cost 0.8–1.4 points at the
     end (the statistics belong to other weights)."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
