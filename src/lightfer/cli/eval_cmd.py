@@ -5,8 +5,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lightfer.cli.common import set_threads
+
+if TYPE_CHECKING:
+    from lightfer.data import FERDataset
 
 EPILOG = """examples:
   lightfer eval fer_mini_xception --data fer2013:/data/fer2013.csv.gz --split test
@@ -109,6 +113,14 @@ def _run_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_split(spec: str, split: str, limit: int | None) -> FERDataset:
+    """One split of a dataset spec (``all`` = every sample), cut to its first ``limit`` samples if given."""
+    from lightfer.data import build_dataset
+
+    ds = build_dataset(spec, None if split == "all" else split)
+    return ds.subset(range(min(limit, len(ds)))) if limit else ds
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate; returns 1 on a data / model error, 2 on a usage error."""
     set_threads(args.threads)
@@ -120,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
     if args.compare_data and not args.compare:
         print("error: --compare-data needs --compare", file=sys.stderr)
         return 2
-    from lightfer.data import build_dataset
     from lightfer.eval.evaluate import evaluate_classifier, load_classifier
     from lightfer.eval.report import format_table, plot_confusion
 
@@ -136,14 +147,9 @@ def run(args: argparse.Namespace) -> int:
         tta_other = bool(other.pretrained_cfg.tta_flip if args.tta is None else args.tta) if other else False
         cost = None
         for split in splits:
-            ds = build_dataset(args.data, None if split == "all" else split)
-            if args.limit:
-                ds = ds.subset(range(min(args.limit, len(ds))))
-            ds_other = None
-            if other is not None and args.compare_data:
-                ds_other = build_dataset(args.compare_data, None if split == "all" else split)
-                if args.limit:
-                    ds_other = ds_other.subset(range(min(args.limit, len(ds_other))))
+            ds = _load_split(args.data, split, args.limit)
+            ds_other = (_load_split(args.compare_data, split, args.limit)
+                        if other is not None and args.compare_data else None)
             r = evaluate_classifier(model, ds, batch_size=args.batch_size, tta_flip=tta,
                                     latency=not args.no_latency and cost is None, onnx_latency=args.onnx_latency,
                                     compare=other, compare_tta=tta_other, compare_dataset=ds_other)
