@@ -33,6 +33,8 @@ class Analyzer:
             ``detector_backend`` / ``classifier_backend`` override per stage.
         device: torch device for torch backends.
         threads: ONNX Runtime intra-op threads (torch threads are the process's, set once by the caller).
+        tta: average each face's probabilities with its mirror's (twice the classify cost); ``None`` takes
+            the model's ``pretrained_cfg.tta_flip``, i.e. how its published numbers were measured.
         score_threshold, nms_iou, min_face_size, max_faces, max_size, min_size: detector options
             (see :class:`lightfer.detection.DetectorConfig`).
     """
@@ -46,6 +48,7 @@ class Analyzer:
         classifier_backend: str | None = None,
         device: str = "cpu",
         threads: int | None = None,
+        tta: bool | None = None,
         score_threshold: float = 0.5,
         nms_iou: float = 0.4,
         min_face_size: float = 0.0,
@@ -64,7 +67,8 @@ class Analyzer:
             max_size=max_size,
             min_size=min_size,
         )
-        self.classifier = ExpressionClassifier(model, backend=classifier_backend or backend, device=device, threads=threads)
+        self.classifier = ExpressionClassifier(model, backend=classifier_backend or backend, device=device, threads=threads,
+                                               tta_flip=tta)
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -119,3 +119,23 @@ def test_annotate_draws_on_a_copy(analyzer, group):
     assert out.shape == group.shape and not np.shares_memory(out, group)
     x1, y1, x2, y2 = res.faces[0].box.astype(int)
     assert (out[y1:y2, x1] != group[y1:y2, x1]).any()  # the box edge is drawn
+
+
+def test_tta_switch_overrides_the_model_setting(analyzer, group):
+    """``Analyzer(tta=...)`` and ``--tta / --no-tta`` override the model's ``tta_flip``: with it on, each face's
+    probabilities are the mean of the crop's and its mirror's."""
+    from lightfer.cli import build_parser
+    from lightfer.cli.common import build_analyzer
+
+    default = analyzer.classifier.tta_flip
+    assert default == analyzer.classifier.cfg.tta_flip
+    on, off = lightfer.Analyzer(tta=True), lightfer.Analyzer(tta=False)
+    assert on.classifier.tta_flip and not off.classifier.tta_flip
+    faces = on.detector.detect(group)
+    crops = on.align(group, faces)
+    mean = (off.classifier.predict(crops) + off.classifier.predict([c[:, ::-1] for c in crops])) / 2
+    np.testing.assert_allclose(on.classifier.predict(crops), mean, atol=1e-5)
+    assert np.abs(on.classifier.predict(crops) - off.classifier.predict(crops)).max() > 1e-3
+    for flag, want in (("--tta", True), ("--no-tta", False), (None, default)):
+        args = build_parser().parse_args(["predict", "x.jpg", *([flag] if flag else [])])
+        assert build_analyzer(args).classifier.tta_flip is want

@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--image", help="image to analyse (default: the bundled 640x480 four-face example)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="expression model")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="classify each face and its mirror (default: the model's own setting)")
     p.add_argument("--backends", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to measure")
     p.add_argument("--repeats", type=int, default=30, help="timed runs per configuration")
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if not image.exists():
         print(f"error: {image}: no such file", file=sys.stderr)
         return 1
-    rows = run_all(image, args.backends, args.threads, args.repeats, args.model)
+    rows = run_all(image, args.backends, args.threads, args.repeats, args.model, tta=args.tta)
     info = machine_info()
     print(format_table(rows, info, image, args.repeats))
     if args.json:

@@ -15,13 +15,16 @@ _threads_set = False
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """--model, --backend, --threads, --device."""
+    """--model, --backend, --threads, --device, --tta / --no-tta."""
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"expression model (see `lightfer models`; default {DEFAULT_MODEL})")
     g.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
                    help="inference engine: ONNX Runtime (CPU default) or PyTorch")
     g.add_argument("--device", default="cpu", help="torch device for --backend torch (e.g. cuda)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each face with its mirror image (about twice the classify time); "
+                   "default: as the model's published numbers were measured (tta_flip in its pretrained config)")
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -38,7 +41,7 @@ def build_analyzer(args: argparse.Namespace, **overrides: Any) -> Any:
     from lightfer.pipeline import Analyzer
 
     options = dict(
-        backend=args.backend, device=args.device, threads=args.threads, score_threshold=args.score_threshold,
+        backend=args.backend, device=args.device, threads=args.threads, tta=args.tta, score_threshold=args.score_threshold,
         nms_iou=args.nms_iou, min_face_size=args.min_face_size, max_faces=args.max_faces,
         max_size=args.max_size, min_size=args.min_size,
     )

@@ -55,15 +55,17 @@ def default_image() -> Path:
     return write_image(Path(tempfile.gettempdir()) / "lightfer_group.jpg", group_photo(), quality=90)
 
 
-def measure(image: Path, backend: str, threads: int, repeats: int, model: str, warmup: int = 3) -> dict[str, Any]:
-    """Run in a fresh process: time each stage ``repeats`` times; returns medians in ms."""
+def measure(image: Path, backend: str, threads: int, repeats: int, model: str, warmup: int = 3,
+            tta: bool | None = None) -> dict[str, Any]:
+    """Run in a fresh process: time each stage ``repeats`` times; returns medians in ms (``tta`` as in
+    :class:`~lightfer.pipeline.Analyzer`: ``None`` = the model's own setting)."""
     import torch
 
     torch.set_num_threads(threads)
     from lightfer.io import read_image
     from lightfer.pipeline import Analyzer
 
-    analyzer = Analyzer(model, backend=backend, threads=threads)
+    analyzer = Analyzer(model, backend=backend, threads=threads, tta=tta)
     samples: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
     n_faces = 0
     for i in range(warmup + repeats):
@@ -85,19 +87,23 @@ def measure(image: Path, backend: str, threads: int, repeats: int, model: str, w
         "backend": backend,
         "threads": threads,
         "faces": n_faces,
+        "tta_flip": analyzer.classifier.tta_flip,
         "ms": med,
         "faces_per_s": n_faces / (med["total"] / 1e3) if med["total"] > 0 else 0.0,
         "classify_ms_per_face": med["classify"] / max(n_faces, 1),
     }
 
 
-def run_all(image: Path, backends: list[str], threads: list[int], repeats: int, model: str) -> list[dict[str, Any]]:
+def run_all(image: Path, backends: list[str], threads: list[int], repeats: int, model: str,
+            tta: bool | None = None) -> list[dict[str, Any]]:
     """Measure every (backend, threads) pair, each in its own subprocess."""
     rows = []
     for backend in backends:
         for n in threads:
             cmd = [sys.executable, "-m", "lightfer.eval.benchmark", "--worker", "--image", str(image),
                    "--backend", backend, "--threads", str(n), "--repeats", str(repeats), "--model", model]
+            if tta is not None:
+                cmd.append("--tta" if tta else "--no-tta")
             env = {**os.environ, "OMP_NUM_THREADS": str(n)}
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
@@ -112,7 +118,8 @@ def format_table(rows: list[dict[str, Any]], info: dict[str, Any], image: Path, 
 
     h, w = cv2.imread(str(image), cv2.IMREAD_REDUCED_COLOR_2).shape[:2]
     lines = [
-        f"lightfer benchmark: {image.name} ({w * 2}x{h * 2}, {rows[0]['faces']} faces), median of {repeats} runs",
+        f"lightfer benchmark: {image.name} ({w * 2}x{h * 2}, {rows[0]['faces']} faces), median of {repeats} runs, "
+        f"flip TTA {'on' if rows[0].get('tta_flip') else 'off'}",
         f"machine: {info['cpu']}, {info['cores']} cores; python {info['python']}, torch {info['torch']}, "
         f"onnxruntime {info['onnxruntime']}",
         "",
@@ -137,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
     a = ap.parse_args(argv)
-    print(json.dumps(measure(Path(a.image), a.backend, a.threads, a.repeats, a.model)))
+    print(json.dumps(measure(Path(a.image), a.backend, a.threads, a.repeats, a.model, tta=a.tta)))
     return 0
 
 
