@@ -46,6 +46,12 @@ class FakeDetector:
         return faces[: self.cfg.max_faces] if self.cfg.max_faces else faces
 
 
+class FakeClassifier:
+    """Holds the ``tta_flip`` switch that the service may override per request."""
+
+    tta_flip = False
+
+
 class FakeAnalyzer:
     """Stands for lightfer.Analyzer: labels each face by the mean brightness of the image.
 
@@ -55,6 +61,7 @@ class FakeAnalyzer:
     def __init__(self, name: str = "fake", delay: float = 0.0) -> None:
         self.name = name
         self.detector = FakeDetector(delay)
+        self.classifier = FakeClassifier()
         self.classes = CLASSES
         self.calls = 0
         self.running = 0
@@ -72,7 +79,8 @@ class FakeAnalyzer:
                 faces = self.detector.detect(rgb)
             label = CLASSES[int(rgb.mean()) * len(CLASSES) // 256]
             for f in faces:
-                f.probs = {c: (0.8 if c == label else 0.1) for c in CLASSES}
+                top = 0.7 if self.classifier.tta_flip else 0.8  # observable: with TTA the top probability is 0.7
+                f.probs = {c: (top if c == label else (1 - top) / 2) for c in CLASSES}
                 f.label = label
             return FrameResult(faces=faces, image_size=(rgb.shape[1], rgb.shape[0]), source=source,
                                timings={"detect": 1.0, "classify": 0.5})

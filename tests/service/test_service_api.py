@@ -85,6 +85,17 @@ def test_query_thresholds_apply_per_request_only(make_client, gray_image):
     assert built["fake"].detector.cfg.score_threshold == 0.5
 
 
+def test_tta_query_applies_per_request_only(make_client, gray_image):
+    """``?tta=true|false`` switches the classifier's flip TTA for that request and is restored after it."""
+    client, built = make_client()
+    data = encode(gray_image)
+    top = lambda q: max(post_file(client, data, query=q).json()["faces"][0]["probs"].values())  # noqa: E731
+    assert top("?tta=true") == pytest.approx(0.7)
+    assert top("") == pytest.approx(0.8) and top("?tta=false") == pytest.approx(0.8)
+    assert built["fake"].classifier.tta_flip is False
+    assert post_file(client, data, query="?tta=maybe").status_code == 422
+
+
 def test_model_query_loads_each_model_once(make_client, gray_image):
     client, built = make_client()
     for _ in range(3):

@@ -7,6 +7,7 @@ Set ``LIGHTFER_SCREENSHOT=1`` (or a path) to save the page to ``docs/img/service
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -111,6 +112,20 @@ def test_threshold_slider_reaches_the_server(page, astronaut_jpeg):
     page.wait_for_selector("body[data-state=done]", timeout=30_000)
     assert page.inner_text("#face-count") == "1"  # the astronaut's face scores 0.9997
     assert page.inner_text("#threshold-value") == "0.95"
+
+
+def test_mirror_averaging_choice_reaches_the_server(page, astronaut_jpeg, tmp_path):
+    """The page's TTA choice is sent as ``?tta=``: on and off give different probabilities for the same face."""
+    happy = {}
+    for choice in ("true", "false"):
+        copy = tmp_path / f"astronaut_{choice}.jpg"  # a new file each time, so the input fires "change"
+        copy.write_bytes(astronaut_jpeg.read_bytes())
+        page.select_option("#tta", choice)
+        page.evaluate("document.body.dataset.state = 'idle'")
+        page.set_input_files("#file", str(copy))
+        page.wait_for_selector("body[data-state=done]", timeout=30_000)
+        happy[choice] = json.loads(page.text_content("#result-json"))["faces"][0]["probs"]["happy"]
+    assert happy["true"] != pytest.approx(happy["false"], abs=1e-6)
 
 
 def test_dropped_file_is_analysed(page, astronaut_jpeg):

@@ -73,8 +73,9 @@ _VIDEO_BODY = {
 }
 
 
-def _options(score_threshold: float | None, min_face_size: float | None, max_faces: int | None) -> AnalyzeOptions:
-    return AnalyzeOptions(score_threshold=score_threshold, min_face_size=min_face_size, max_faces=max_faces)
+def _options(score_threshold: float | None, min_face_size: float | None, max_faces: int | None,
+             tta: bool | None) -> AnalyzeOptions:
+    return AnalyzeOptions(score_threshold=score_threshold, min_face_size=min_face_size, max_faces=max_faces, tta=tta)
 
 
 def _new_app(**kwargs: Any) -> FastAPI:
@@ -202,13 +203,15 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
         score_threshold: float | None = Query(None, ge=0.0, le=1.0, description="minimum face detection score"),
         min_face_size: float | None = Query(None, ge=0.0, description="drop faces smaller than this, px"),
         max_faces: int | None = Query(None, ge=1, le=1000, description="keep the highest-scoring faces only"),
+        tta: bool | None = Query(None, description="average each face with its mirror image (about twice the "
+                                 "classify time); default: the model's own setting (see /v1/models)"),
         annotate: bool = Query(False, description="also return the annotated picture as a base64 JPEG data URL"),
     ) -> JSONResponse:
         """Upload an image (multipart field ``file``, JSON ``{"image": base64}`` or a raw image body);
         the answer is the JSON of ``lightfer predict`` for that image."""
         name = model or config.default_model
         models.check(name)
-        opts = _options(score_threshold, min_face_size, max_faces)
+        opts = _options(score_threshold, min_face_size, max_faces, tta)
         data, source = await read_image_body(request, config)
 
         def job(deadline: float) -> dict[str, Any]:
@@ -235,6 +238,8 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
         score_threshold: float | None = Query(None, ge=0.0, le=1.0, description="minimum face detection score"),
         min_face_size: float | None = Query(None, ge=0.0, description="drop faces smaller than this, px"),
         max_faces: int | None = Query(None, ge=1, le=1000, description="keep the highest-scoring faces per frame"),
+        tta: bool | None = Query(None, description="average each face with its mirror image (about twice the "
+                                 "classify time); default: the model's own setting (see /v1/models)"),
         stride: int | None = Query(None, ge=1, le=1000, description="analyse every N-th frame"),
         fps: float | None = Query(None, gt=0.0, le=120.0, description="analyse about this many frames per second"),
     ) -> JSONResponse:
@@ -242,7 +247,7 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
         ``max_video_seconds``; frames are tracked, so faces carry ``track_id``."""
         name = model or config.default_model
         models.check(name)
-        opts = _options(score_threshold, min_face_size, max_faces)
+        opts = _options(score_threshold, min_face_size, max_faces, tta)
         path, source = await save_video_body(request, config)
         try:
             out = await run_job(
@@ -274,7 +279,8 @@ def _describe(name: str, loaded: bool) -> dict[str, Any]:
     except (ImportError, KeyError):
         return info
     info.update(classes=list(cfg.classes), input_size=cfg.input_size, in_chans=cfg.in_chans,
-                description=cfg.description, weights=cfg.weights, license=cfg.license)
+                description=cfg.description, weights=cfg.weights, license=cfg.license,
+                tta_flip=bool(cfg.tta_flip))
     return info
 
 

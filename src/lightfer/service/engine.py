@@ -3,7 +3,8 @@
 Each loaded :class:`~lightfer.Analyzer` has its own lock, so one model analyses one image at a
 time (its detector and classifier keep per-call state such as timings); requests for different
 models run in parallel on the worker threads. Per-request thresholds are applied by swapping the
-detector's frozen config under that lock, so they change nothing for other requests.
+detector's frozen config (and ``tta`` the classifier's ``tta_flip``) under that lock, so they change
+nothing for other requests.
 """
 from __future__ import annotations
 
@@ -34,15 +35,17 @@ class ServiceError(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class AnalyzeOptions:
-    """Per-request overrides of the detector's post-processing (None keeps the model's default)."""
+    """Per-request overrides of the detector's post-processing and of the classifier's flip TTA
+    (None keeps the model's default)."""
 
     score_threshold: float | None = None  # keep faces scoring at least this, in [0, 1]
     min_face_size: float | None = None  # drop faces whose shorter side is smaller, px
     max_faces: int | None = None  # keep the highest-scoring faces only
+    tta: bool | None = None  # average each face with its mirror (None: the model's tta_flip)
 
     def overrides(self) -> dict[str, Any]:
-        """The fields that were set."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """The detector fields that were set."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "tta"}
 
 
 def filter_faces(result: FrameResult, options: AnalyzeOptions) -> FrameResult:
@@ -79,14 +82,20 @@ class LoadedModel:
             self.requests += 1
             overrides = options.overrides()
             detector = getattr(self.analyzer, "detector", None)
+            classifier = getattr(self.analyzer, "classifier", None)
             cfg = getattr(detector, "cfg", None)
-            if not overrides or not dataclasses.is_dataclass(cfg):
-                return fn(self.analyzer)
-            detector.cfg = dataclasses.replace(cfg, **overrides)
+            tta = getattr(classifier, "tta_flip", None)
+            if overrides and dataclasses.is_dataclass(cfg):
+                detector.cfg = dataclasses.replace(cfg, **overrides)
+            if options.tta is not None and tta is not None:
+                classifier.tta_flip = options.tta
             try:
                 return fn(self.analyzer)
             finally:
-                detector.cfg = cfg
+                if detector is not None and cfg is not None:
+                    detector.cfg = cfg
+                if tta is not None:
+                    classifier.tta_flip = tta
 
     def analyze(self, image: np.ndarray, options: AnalyzeOptions, deadline: float | None = None) -> FrameResult:
         """Faces and expressions in one RGB uint8 image ``(H, W, 3)``."""

@@ -37,6 +37,7 @@ function queryString(annotate) {
   const model = $("model").value;
   if (model) params.set("model", model);
   params.set("score_threshold", $("threshold").value);
+  if ($("tta").value) params.set("tta", $("tta").value);
   if (annotate) params.set("annotate", "true");
   return params.toString();
 }
