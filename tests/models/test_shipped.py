@@ -109,10 +109,36 @@ def test_every_shipped_model_loads_and_documents_itself(name):
     assert cfg.license == "MIT" and cfg.crop_mode in ("align", "box") and len(cfg.classes) == cfg.num_classes
     prov = meta["provenance"]
     assert prov["command"].startswith("lightfer train configs/") and prov["eval"].startswith(f"lightfer eval {name}")
+    assert {"data", "split", "limit", "correct"} <= set(prov["check"])  # see the reproduction test below
     x = torch.randn(2, cfg.in_chans, cfg.input_size, cfg.input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         p = model(x).softmax(1)
     assert p.shape == (2, cfg.num_classes) and torch.isfinite(p).all()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_reproduces_its_recorded_check(name, shared_data, tmp_path):
+    """From the real dataset, as a user would: ``lightfer prepare --model NAME --limit N`` (the product's detector
+    and aligner, crop size and mode from the model's config) then ``lightfer eval NAME`` (its own TTA setting)
+    gets the number of correct predictions recorded in the model's ``provenance.check`` when it was shipped
+    (one image of slack for float differences between machines). Guards the shipped numbers against drift in
+    the detector, the alignment, the preprocessing or the weights."""
+    import subprocess
+    import sys
+
+    check = json.loads((shipped.WEIGHTS_DIR / f"{name}.json").read_text())["provenance"]["check"]
+    fer = shared_data / "fer2013" / "fer2013.csv.gz"
+    spec = {"fer2013": f"fer2013:{fer}", "ferplus": f"ferplus:{fer},{shared_data / 'ferplus' / 'fer2013new.csv'}"}
+    crops, report = tmp_path / "crops", tmp_path / "report.json"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "lightfer", *map(str, a)], check=True,  # noqa: E731
+                                    capture_output=True, text=True, timeout=600)
+    run("prepare", "--data", spec[check["data"]], "--out", crops, "--splits", check["split"], "--model", name,
+        "--limit", check["limit"], "--threads", 1, "--no-progress")
+    run("eval", name, "--data", f"cache:{crops}", "--split", check["split"], "--no-latency", "--threads", 1,
+        "--json", report)
+    r = json.loads(report.read_text())
+    assert r["num_samples"] == check["limit"]
+    assert abs(round(r["accuracy"] * r["num_samples"]) - check["correct"]) <= 1, (r["accuracy"], check)
 
 
 def test_ferplus_model_has_contempt_and_reads_a_smile():
