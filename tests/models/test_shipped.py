@@ -118,27 +118,17 @@ def test_every_shipped_model_loads_and_documents_itself(name):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_reproduces_its_recorded_check(name, shared_data, tmp_path):
-    """From the real dataset, as a user would: ``lightfer prepare --model NAME --limit N`` (the product's detector
-    and aligner, crop size and mode from the model's config) then ``lightfer eval NAME`` (its own TTA setting)
-    gets the number of correct predictions recorded in the model's ``provenance.check`` when it was shipped
-    (one image of slack for float differences between machines). Guards the shipped numbers against drift in
-    the detector, the alignment, the preprocessing or the weights."""
-    import subprocess
-    import sys
-
+    """From the real dataset, as a user would (``lightfer prepare --model NAME --limit N``, ``lightfer eval NAME``):
+    the number of correct predictions recorded in ``provenance.check`` when the model shipped, with one image of
+    slack for float differences between machines. Guards the shipped numbers against drift in the detector, the
+    alignment, the preprocessing or the weights."""
     check = json.loads((shipped.WEIGHTS_DIR / f"{name}.json").read_text())["provenance"]["check"]
     fer = shared_data / "fer2013" / "fer2013.csv.gz"
     spec = {"fer2013": f"fer2013:{fer}", "ferplus": f"ferplus:{fer},{shared_data / 'ferplus' / 'fer2013new.csv'}"}
-    crops, report = tmp_path / "crops", tmp_path / "report.json"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "lightfer", *map(str, a)], check=True,  # noqa: E731
-                                    capture_output=True, text=True, timeout=600)
-    run("prepare", "--data", spec[check["data"]], "--out", crops, "--splits", check["split"], "--model", name,
-        "--limit", check["limit"], "--threads", 1, "--no-progress")
-    run("eval", name, "--data", f"cache:{crops}", "--split", check["split"], "--no-latency", "--threads", 1,
-        "--json", report)
-    r = json.loads(report.read_text())
-    assert r["num_samples"] == check["limit"]
-    assert abs(round(r["accuracy"] * r["num_samples"]) - check["correct"]) <= 1, (r["accuracy"], check)
+    got = shipped.reproduction_check(name, spec[check["data"]], split=check["split"], limit=check["limit"],
+                                     work_dir=tmp_path)
+    assert got["limit"] == check["limit"]
+    assert abs(got["correct"] - check["correct"]) <= 1, (got, check)
 
 
 def test_ferplus_model_has_contempt_and_reads_a_smile():
@@ -179,3 +169,24 @@ def test_resizer_checkpoint_reloads_and_ships_with_its_backbone_size(tmp_path):
             assert ref.resizer(x).shape[-1] == 64
     finally:
         shipped._REGISTRY.pop("tiny_resizer_test", None)
+
+
+def test_reproduction_check_agrees_with_the_analyzer(tmp_path, astronaut, portraits):
+    """``reproduction_check`` (prepare + eval in fresh processes) on a tiny class-folder dataset counts the same
+    correct labels as the in-process Analyzer on those photos: the two paths crop and classify alike."""
+    from PIL import Image
+
+    import lightfer
+    from lightfer.defaults import DEFAULT_MODEL
+
+    root = tmp_path / "photos"
+    (root / "happy").mkdir(parents=True)
+    (root / "neutral").mkdir()
+    Image.fromarray(astronaut).save(root / "happy" / "astronaut.png")
+    (root / "happy" / "trump.jpg").write_bytes(portraits["trump"].read_bytes())
+    (root / "neutral" / "obama.jpg").write_bytes(portraits["obama"].read_bytes())
+    got = shipped.reproduction_check(DEFAULT_MODEL, f"folder:{root}?split=all", split="all", limit=3,
+                                     work_dir=tmp_path)
+    analyzer = lightfer.Analyzer()
+    want = sum(analyzer(p).faces[0].label == p.parent.name for p in sorted(root.glob("*/*")))
+    assert want >= 2 and got["data"] == "folder" and got["limit"] == 3 and got["correct"] == want

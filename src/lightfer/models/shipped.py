@@ -128,4 +128,34 @@ def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, prov
     return weights
 
 
+def reproduction_check(name: str, data: str, *, split: str = "test", limit: int = 500,
+                       work_dir: str | Path | None = None, timeout: float = 1200) -> dict[str, Any]:
+    """Score shipped model ``name`` on the first ``limit`` images of ``split`` of dataset spec ``data`` exactly as a
+    user would: ``lightfer prepare --model NAME --limit N`` (the product's detector and aligner, crop size and mode
+    from the model's config), then ``lightfer eval NAME`` with the model's own TTA setting, each in a fresh process.
+
+    Returns ``{"data": <spec kind>, "split", "limit", "correct", "accuracy"}``: what ``provenance.check`` records
+    when a model ships and what the test suite compares against later.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    def run(*args: Any) -> None:
+        proc = subprocess.run([sys.executable, "-m", "lightfer", *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"lightfer {args[0]} failed for {name}:\n{proc.stderr[-2000:]}")
+
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        crops, report = Path(tmp) / "crops", Path(tmp) / "report.json"
+        run("prepare", "--data", data, "--out", crops, "--splits", split, "--model", name, "--limit", limit,
+            "--threads", 1, "--no-progress")
+        run("eval", name, "--data", f"cache:{crops}", "--split", split, "--no-latency", "--threads", 1,
+            "--json", report)
+        r = json.loads(report.read_text())
+    return {"data": data.split(":", 1)[0], "split": split, "limit": int(r["num_samples"]),
+            "correct": int(round(r["accuracy"] * r["num_samples"])), "accuracy": float(r["accuracy"])}
+
+
 register_shipped()

@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""Ship a ``lightfer train`` checkpoint as a package model: ``src/lightfer/weights/<name>.safetensors`` + ``.json``.
+
+Writes the pair with :func:`lightfer.models.shipped.ship_checkpoint` (preprocessing config, sha256, the provenance
+read from ``--provenance``), then records ``provenance.check`` with
+:func:`lightfer.models.shipped.reproduction_check`: the number of correct predictions on the first
+``--check-limit`` images of the real test split, through ``lightfer prepare`` + ``lightfer eval`` as a user runs
+them; the test suite re-runs that check whenever ``../shared/data`` is present.
+
+    python scripts/ship_model.py runs/fer2013_shufflenet48_kd_cpu/best.pt shufflenet_v2_x0_5_fer2013_48 \\
+        --description "ShuffleNetV2 x0.5 at 48 px, KD on FER2013 aligned crops" --provenance prov.json \\
+        --no-tta --check-data fer2013:../shared/data/fer2013/fer2013.csv.gz
+
+``prov.json`` holds the provenance fields of the model card row (data, recipe, command, training_cost, the
+measured metrics, and ``eval``: the ``lightfer eval <name> ...`` command that reproduces them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint", help="lightfer train checkpoint (runs/<run>/best.pt)")
+    ap.add_argument("name", help="registered name of the shipped model")
+    ap.add_argument("--description", required=True, help="one line: what the model is and its headline figure")
+    ap.add_argument("--provenance", required=True, help="JSON file with the provenance fields")
+    ap.add_argument("--no-ema", action="store_true", help="ship the live weights of the saved epoch, not their EMA")
+    ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="serve with flip TTA (default: keep the checkpoint's setting)")
+    ap.add_argument("--crop-mode", choices=["align", "box"], help="override the checkpoint's crop mode")
+    ap.add_argument("--crop-margin", type=float, help="override the checkpoint's crop margin")
+    ap.add_argument("--check-data", required=True, help="dataset spec of the check, e.g. fer2013:PATH")
+    ap.add_argument("--check-limit", type=int, default=500, help="images of the test split in the check")
+    a = ap.parse_args()
+
+    from lightfer.models import shipped
+
+    provenance = json.loads(Path(a.provenance).read_text())
+    for key in ("command", "eval"):
+        if key not in provenance:
+            print(f"error: {a.provenance}: provenance needs {key!r}", file=sys.stderr)
+            return 2
+    weights = shipped.ship_checkpoint(a.checkpoint, a.name, description=a.description, provenance=provenance,
+                                      crop_mode=a.crop_mode, crop_margin=a.crop_margin, tta_flip=a.tta,
+                                      use_ema=not a.no_ema)
+    meta_path = weights.with_suffix(".json")
+    check = shipped.reproduction_check(a.name, a.check_data, limit=a.check_limit)
+    meta = json.loads(meta_path.read_text())
+    meta["provenance"]["check"] = {k: check[k] for k in ("data", "split", "limit", "correct")}
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"{weights} ({weights.stat().st_size / 1e6:.2f} MB); check: {check['correct']} / {check['limit']} "
+          f"correct ({check['accuracy']:.2%}) on {check['data']} {check['split']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
