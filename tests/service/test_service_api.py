@@ -96,6 +96,26 @@ def test_tta_query_applies_per_request_only(make_client, gray_image):
     assert post_file(client, data, query="?tta=maybe").status_code == 422
 
 
+def test_server_wide_tta_reaches_the_loaded_model_and_v1_models():
+    """``lightfer serve --no-tta`` / ``--tta`` sets every loaded model's flip TTA and what /v1/models reports;
+    without either option each model keeps its own ``tta_flip`` (the shipped default's is on)."""
+    import argparse
+
+    from lightfer.cli import serve
+    from lightfer.defaults import DEFAULT_MODEL
+    from lightfer.service.app import _describe
+    from lightfer.service.engine import default_factory
+
+    root = argparse.ArgumentParser()
+    serve.register(root.add_subparsers())
+    tta = lambda *a: serve._config(root.parse_args(["serve", *a])).tta  # noqa: E731
+    assert tta("--no-tta") is False and tta("--tta") is True and tta() is None
+    assert _describe(DEFAULT_MODEL, False)["tta_flip"] is True
+    assert _describe(DEFAULT_MODEL, False, False)["tta_flip"] is False
+    assert default_factory(DEFAULT_MODEL, backend="torch", tta=False).classifier.tta_flip is False
+    assert default_factory(DEFAULT_MODEL, backend="torch").classifier.tta_flip is True
+
+
 def test_model_query_loads_each_model_once(make_client, gray_image):
     client, built = make_client()
     for _ in range(3):

@@ -11,6 +11,7 @@ from lightfer.defaults import DEFAULT_MODEL
 EPILOG = """examples:
   lightfer serve                                   # http://127.0.0.1:8000  (page at /, API docs at /docs)
   lightfer serve --port 9000 --threads 2 --max-upload-mb 5
+  lightfer serve --no-tta                          # no mirror averaging unless a request asks ?tta=true
   curl -F file=@photo.jpg http://127.0.0.1:8000/v1/analyze
   curl -F file=@photo.jpg 'http://127.0.0.1:8000/v1/analyze?score_threshold=0.8&annotate=true'
   curl -F file=@clip.mp4 'http://127.0.0.1:8000/v1/analyze/video?fps=5'
@@ -38,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inference engine: ONNX Runtime (CPU default) or PyTorch")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch and ONNX Runtime; default: all cores)")
     p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each face with its mirror image for every request that does not say ?tta= "
+                   "(default: each model's own setting, as its published numbers were measured)")
     g = p.add_argument_group("limits")
     g.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image upload, MB (default 10)")
     g.add_argument("--max-pixels", type=float, default=25e6, help="largest image, width x height (default 25e6)")
@@ -68,6 +72,7 @@ def _config(args: argparse.Namespace):  # -> ServiceConfig
         default_model=args.model,
         backend=args.backend,
         threads=args.threads,
+        tta=args.tta,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=int(args.max_pixels),
         max_video_bytes=int(args.max_video_mb * 1024 * 1024),
@@ -134,6 +139,8 @@ def _bench(args: argparse.Namespace) -> int:
             forwarded = ["--model", args.model, "--backend", args.backend, "--workers", str(args.workers),
                          "--log-level", "warning",
                          "--max-pending", str(max(args.max_pending, args.concurrency))]
+            if args.tta is not None:
+                forwarded.append("--tta" if args.tta else "--no-tta")
             proc = start_server(port, forwarded, threads=args.threads)
             try:
                 wait_healthy(url, proc)

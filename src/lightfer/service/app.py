@@ -97,7 +97,8 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
     """
     config = config or ServiceConfig()
     if models is None:
-        factory = functools.partial(default_factory, backend=config.backend, threads=config.threads)
+        factory = functools.partial(default_factory, backend=config.backend, threads=config.threads,
+                                    tta=config.tta)
         models = ModelCache(factory, max_models=config.max_cached_models)
 
     @asynccontextmanager
@@ -194,7 +195,7 @@ def create_app(config: ServiceConfig | None = None, *, models: ModelCache | None
         """Every model a request may name with ``?model=``, with its labels and input size."""
         loaded = set(models.loaded())
         return {"default": config.default_model,
-                "models": [_describe(name, name in loaded) for name in models.available()]}
+                "models": [_describe(name, name in loaded, config.tta) for name in models.available()]}
 
     @app.post(IMAGE_PATH, summary="Faces and expressions in one image", openapi_extra=_IMAGE_BODY, responses=_ERRORS)
     async def analyze(
@@ -270,7 +271,9 @@ def _body_limit(config: ServiceConfig, path: str) -> int | None:
     return 64 * 1024
 
 
-def _describe(name: str, loaded: bool) -> dict[str, Any]:
+def _describe(name: str, loaded: bool, tta: bool | None = None) -> dict[str, Any]:
+    """One entry of ``GET /v1/models``; ``tta_flip`` is what a request without ``?tta=`` gets (``tta``:
+    the server's ``--tta`` / ``--no-tta``, None for the model's own setting)."""
     info: dict[str, Any] = {"name": name, "loaded": loaded}
     try:
         from lightfer.models import get_pretrained_cfg
@@ -280,7 +283,7 @@ def _describe(name: str, loaded: bool) -> dict[str, Any]:
         return info
     info.update(classes=list(cfg.classes), input_size=cfg.input_size, in_chans=cfg.in_chans,
                 description=cfg.description, weights=cfg.weights, license=cfg.license,
-                tta_flip=bool(cfg.tta_flip))
+                tta_flip=bool(cfg.tta_flip if tta is None else tta))
     return info
 
 

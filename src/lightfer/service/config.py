@@ -15,6 +15,7 @@ class ServiceConfig:
     default_model: str = DEFAULT_MODEL  # expression model used when a request names none
     backend: str = "onnx"  # inference engine of every loaded model: "onnx" (ONNX Runtime) or "torch"
     threads: int | None = None  # ONNX Runtime intra-op threads per model (None = its default)
+    tta: bool | None = None  # flip TTA of every loaded model unless a request says ?tta= (None: each model's own)
     max_upload_bytes: int = 10 * 1024 * 1024  # largest image upload (decoded bytes), 413 above
     max_pixels: int = 25_000_000  # largest image, width x height, 413 above (checked before decoding)
     max_video_bytes: int = 50 * 1024 * 1024  # largest video upload, 413 above

@@ -112,11 +112,13 @@ class LoadedModel:
         return [str(c) for c in classes] if classes is not None else []
 
 
-def default_factory(name: str, *, backend: str = "onnx", threads: int | None = None) -> Any:
-    """Build the analyzer for model ``name`` (the service's default loader)."""
+def default_factory(name: str, *, backend: str = "onnx", threads: int | None = None,
+                    tta: bool | None = None) -> Any:
+    """Build the analyzer for model ``name`` (the service's default loader; ``tta`` None keeps the
+    model's ``tta_flip``)."""
     from lightfer.pipeline import Analyzer
 
-    return Analyzer(model=name, backend=backend, threads=threads)
+    return Analyzer(model=name, backend=backend, threads=threads, tta=tta)
 
 
 def default_available() -> list[str]:
