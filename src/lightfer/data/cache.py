@@ -99,8 +99,10 @@ def crop_faces(images: np.ndarray, detect: Callable[[np.ndarray], list], setting
         if best is None:
             crop = resize(src, size)
         else:
+            # an image enlarged for detection has no detail to alias: cut it with the plain warp, as every
+            # shipped model's crops were cut (anti-aliasing the smooth enlargement would only change bits)
             crop = crop_face(big, np.asarray(best.box, np.float64), np.asarray(best.landmarks, np.float64), size,
-                             settings.margin, settings.mode)
+                             settings.margin, settings.mode, antialias=scale == 1.0)
             if gray:
                 crop = crop[..., 0]
             found[i] = True
