@@ -111,3 +111,6 @@ def test_warp_crop_leaves_enlarging_warps_alone_and_handles_faces_at_the_edge():
     m = np.array([[0.1, 0.0, 40.0], [0.0, 0.1, 40.0]])
     plain = cv2.warpAffine(smooth, m, (64, 64), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     assert np.abs(warp_crop(smooth, m, 64).astype(float) - plain).max() <= 4
+    # an image smaller than one averaging block still gives a crop of the right size
+    tiny = smooth[:5, :5]
+    assert warp_crop(tiny, np.array([[0.2, 0.0, 0.0], [0.0, 0.2, 0.0]]), 64).shape == (64, 64, 3)
