@@ -199,6 +199,9 @@ def test_augment_and_model_input() -> None:
     assert torch.equal(flipped, x.flip(3))
     out = augment_batch(x, AugmentConfig(hflip=0.5, crop_pad=3, rotate=15, erase=1.0))
     assert out.shape == x.shape and not torch.equal(out, x)
+    noisy = augment_batch(x, AugmentConfig(hflip=0.0, noise=1.0, noise_std=0.1))
+    assert noisy.min() >= 0 and noisy.max() <= 1 and 0.005 < (noisy - x).std() < 0.1
+    assert torch.equal(augment_batch(x, AugmentConfig(hflip=0.0, noise=0.0, noise_std=0.1)), x)
     gray = to_model_input(x, 32, 1, (0.5,), (0.5,))
     assert gray.shape == (4, 1, 32, 32)
     luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)

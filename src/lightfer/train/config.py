@@ -44,6 +44,8 @@ class AugmentConfig:
     crop_pad: int = 0  # random crop after zero padding by this many px (0: off)
     rotate: float = 0.0  # max rotation, degrees
     erase: float = 0.0  # probability of random erasing
+    noise: float = 0.0  # probability of Gaussian pixel noise (robustness to noisy photos; 0: off)
+    noise_std: float = 0.06  # its standard deviation is drawn per image from [0, noise_std] (images in [0, 1])
 
 
 @dataclass

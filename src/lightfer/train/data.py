@@ -119,7 +119,7 @@ def split_batch(batch: list[Any] | tuple[Any, ...], target: str) -> tuple[torch.
 
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
-    """Random flip / padded crop / rotation / erasing of ``(B, C, H, W)`` images in [0, 1].
+    """Random flip / padded crop / rotation / erasing / pixel noise of ``(B, C, H, W)`` images in [0, 1].
 
     Random numbers come from torch's CPU generator (reproducible and device-independent)."""
     b, _, h, w = x.shape
@@ -145,6 +145,9 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
         m = ((ys - cy.view(b, 1, 1)).abs() < eh.view(b, 1, 1) / 2) & ((xs - cx.view(b, 1, 1)).abs() < ew.view(b, 1, 1) / 2)
         m = m & do.view(b, 1, 1)
         x = x.masked_fill(m.unsqueeze(1).to(dev), 0.5)
+    if cfg.noise > 0 and cfg.noise_std > 0:
+        sigma = torch.rand(b) * cfg.noise_std * (torch.rand(b) < cfg.noise)
+        x = (x + torch.randn(x.shape).to(dev, x.dtype) * sigma.view(b, 1, 1, 1).to(dev, x.dtype)).clamp(0.0, 1.0)
     return x
 
 
