@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--cache", default="crops/fer64a0", help="lightfer prepare output (landmarks, labels)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or training checkpoint")
+    ap.add_argument("--no-ema", action="store_true", help="a checkpoint's live weights instead of their EMA")
     ap.add_argument("--upscale", type=float, default=8.0)
     ap.add_argument("--noise", default="0,8,16", help="comma-separated noise standard deviations, grey levels")
     ap.add_argument("--limit", type=int, default=0, help="first N faces only (0: all)")
@@ -49,7 +50,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    model = load_classifier(a.model)
+    model = load_classifier(a.model, use_ema=not a.no_ema)
     cfg = model.pretrained_cfg
     cache = align_labels(read_cache(a.cache, a.split), tuple(cfg.classes))
     z = np.load(f"{a.cache}/{a.split}.npz")
