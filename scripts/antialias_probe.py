@@ -22,16 +22,15 @@ import torch
 
 from lightfer.alignment import crop_face
 from lightfer.data import build_dataset
-from lightfer.data.cache import CropSettings, read_cache
+from lightfer.data.cache import read_cache, read_index
 from lightfer.defaults import DEFAULT_MODEL
 from lightfer.eval.evaluate import align_labels, load_classifier, predict_probs
 from lightfer.eval.metrics import confusion_matrix, metrics_from_confusion, paired_comparison
 
 
-def source_landmarks(cached: np.ndarray, upscale: float) -> np.ndarray:
-    """Landmarks ``(N, 5, 2)`` as stored by ``lightfer prepare`` (source px of the ×4 detection image divided
-    by 4) -> pixel centres of the source image enlarged ``upscale`` times by ``cv2.resize``."""
-    k = CropSettings().upscale
+def source_landmarks(cached: np.ndarray, upscale: float, k: float) -> np.ndarray:
+    """Landmarks ``(N, 5, 2)`` as stored by ``lightfer prepare`` (px of the detection image, enlarged ``k`` times,
+    divided by ``k``) -> pixel centres of the source image enlarged ``upscale`` times by ``cv2.resize``."""
     centre = (cached * k + 0.5) / k - 0.5  # cv2.resize: a source pixel centre p sits at (p + 0.5) * k - 0.5
     return (centre + 0.5) * upscale - 0.5
 
@@ -62,7 +61,7 @@ def main() -> None:
     if a.limit:
         keep = keep[: a.limit]
     labels = cache.labels[keep]
-    marks = source_landmarks(z["landmarks"][keep].astype(np.float64), a.upscale)
+    marks = source_landmarks(z["landmarks"][keep].astype(np.float64), a.upscale, float(read_index(a.cache)["upscale"]))
 
     def score(name: str, crops: np.ndarray) -> np.ndarray:
         pred = predict_probs(model, crops).argmax(1)
