@@ -281,3 +281,38 @@ def test_ema_averages_parameters_and_bn_statistics_with_warm_up():
     assert ema.current_decay() == 0.999
     torch.testing.assert_close(ema.module[0].weight, net[0].weight, atol=1e-2, rtol=0)
     torch.testing.assert_close(ema.module[1].running_var, net[1].running_var, atol=1e-2, rtol=0)
+
+
+def test_kd_from_a_shipped_teacher_with_flip_averaged_logits(tmp_path: Path) -> None:
+    """Born-again KD: ``teacher.pretrained`` loads the shipped weights, ``teacher.tta_flip`` writes
+    log-mean-softmax logits over image + mirror, and a teacher with other classes is refused."""
+    from lightfer.data import FERDataset
+    from lightfer.models import FER2013_CLASSES, create_model
+
+    def as_fer(ds: SyntheticFER, classes: tuple[str, ...] = FER2013_CLASSES) -> FERDataset:
+        imgs = (torch.stack([ds[i][0][0] for i in range(len(ds))]) * 255).round().to(torch.uint8).numpy()
+        return FERDataset(images=imgs, labels=ds.labels.numpy(), classes=classes)
+
+    train, val = as_fer(SyntheticFER(48, seed=1)), as_fer(SyntheticFER(16, seed=2))
+    teacher_cfg = {"name": "shufflenet_v2_x0_5_fer2013", "pretrained": True, "tta_flip": True,
+                   "logits_file": str(tmp_path / "logits.pt")}
+    kd = _cfg(tmp_path / "s", loss={"task": "kd"}, epochs=1, model={"name": "shufflenet_v2_x0_5", "input_size": 32},
+              teacher=teacher_cfg)
+    main(kd, datasets=(train, val))
+    saved = torch.load(tmp_path / "logits.pt", weights_only=False)
+    assert saved["flip"] is True and saved["pretrained"] is True
+    teacher = create_model("shufflenet_v2_x0_5_fer2013", pretrained=True)
+    pc = teacher.pretrained_cfg
+    raw = torch.from_numpy(train.images[:6, None]).float() / 255
+    x = to_model_input(raw, pc.input_size, pc.in_chans, pc.mean, pc.std)
+    with torch.no_grad():
+        want = ((teacher(x).softmax(1) + teacher(x.flip(-1)).softmax(1)) / 2).log()
+        plain = teacher(x).log_softmax(1)
+    assert torch.allclose(saved["logits"][:6], want, atol=1e-4)
+    assert not torch.allclose(saved["logits"][:6], plain, atol=1e-3)  # the mirror really was averaged in
+
+    other = tuple(f"class_{i}" for i in range(7))
+    bad = _cfg(tmp_path / "b", loss={"task": "kd"}, epochs=1, model={"name": "shufflenet_v2_x0_5", "input_size": 32},
+               teacher={**teacher_cfg, "logits_file": str(tmp_path / "bad.pt")})
+    with pytest.raises(ValueError, match="same classes"):
+        main(bad, datasets=(as_fer(SyntheticFER(16, seed=1), other), as_fer(SyntheticFER(8, seed=2), other)))

@@ -53,11 +53,19 @@ def _state_dict_from(path: str) -> dict[str, torch.Tensor]:
 
 
 def build_teacher(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
-    """The frozen teacher in eval mode, weights from ``teacher.checkpoint``."""
+    """The frozen teacher in eval mode, weights from ``teacher.checkpoint`` or, with ``teacher.pretrained``,
+    the registered weights (e.g. a shipped lightfer model: born-again distillation)."""
     from lightfer.models import create_model
 
     t = cfg.teacher
     assert t.name is not None
+    if t.pretrained and not t.checkpoint:
+        teacher = create_model(t.name, pretrained=True, in_chans=t.in_chans, input_size=t.input_size, **t.kwargs)
+        own = tuple(teacher.pretrained_cfg.classes)
+        if own != tuple(classes):
+            raise ValueError(f"pretrained teacher {t.name!r} predicts {own}, the data has {tuple(classes)}: "
+                             "a teacher for logit KD needs the same classes in the same order")
+        return teacher.eval().requires_grad_(False)
     teacher = create_model(t.name, classes=classes, in_chans=t.in_chans, input_size=t.input_size, **t.kwargs)
     if t.checkpoint:
         teacher.load_state_dict(_state_dict_from(t.checkpoint))
@@ -75,15 +83,23 @@ def model_input_fn(model: nn.Module, normalize: bool):
 
 
 @torch.no_grad()
-def _predict_all(model: nn.Module, ds: Dataset, cfg: TrainConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``(N, K)`` (float32, CPU) and hard labels ``(N,)`` of ``model`` over ``ds`` in order, no augmentation."""
+def _predict_all(model: nn.Module, ds: Dataset, cfg: TrainConfig, device: torch.device,
+                 tta_flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(N, K)`` (float32, CPU) and hard labels ``(N,)`` of ``model`` over ``ds`` in order, no augmentation.
+
+    With ``tta_flip`` the "logits" are the log of the mean softmax over the image and its mirror."""
     prep = model_input_fn(model, cfg.data.normalize)
     loader = DataLoader(Indexed(ds), batch_size=cfg.eval_batch_size or 2 * cfg.batch_size, shuffle=False,
                         num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
     outs, labels = [], []
     for batch in loader:
         _, x, _, hard = split_batch(batch, cfg.data.target)
-        outs.append(model(prep(x.to(device))).float().cpu())
+        x = prep(x.to(device))
+        if tta_flip:
+            p = (model(x).float().softmax(1) + model(x.flip(-1)).float().softmax(1)) / 2
+            outs.append(p.clamp_min(1e-8).log().cpu())
+        else:
+            outs.append(model(x).float().cpu())
         labels.append(hard)
     return torch.cat(outs), torch.cat(labels)
 
@@ -99,11 +115,12 @@ def teacher_logits_table(teacher: nn.Module, ds: Dataset, cfg: TrainConfig, devi
         if not compute:
             raise FileNotFoundError(f"teacher logits {path} missing")
         log.info("precomputing teacher logits for %d samples into %s", n, path)
-        logits, _ = _predict_all(teacher.to(device).eval(), ds, cfg, device)
+        logits, _ = _predict_all(teacher.to(device).eval(), ds, cfg, device, tta_flip=cfg.teacher.tta_flip)
         from lightfer.train.checkpoint import save_checkpoint
 
         save_checkpoint({"logits": logits, "num_samples": n, "teacher": cfg.teacher.name,
-                         "checkpoint": cfg.teacher.checkpoint}, path)
+                         "checkpoint": cfg.teacher.checkpoint, "pretrained": cfg.teacher.pretrained,
+                         "flip": cfg.teacher.tta_flip}, path)
     obj = torch.load(path, map_location="cpu", weights_only=False)
     logits = obj.get("logits") if isinstance(obj, dict) else None
     if not isinstance(logits, torch.Tensor) or logits.shape != (n, num_classes):

@@ -63,10 +63,12 @@ class ModelConfig:
 class TeacherConfig:
     name: str | None = None  # registered teacher model (kd / manifold tasks)
     checkpoint: str | None = None  # lightfer checkpoint or state dict with the teacher's weights
+    pretrained: bool = False  # no checkpoint: the registered weights (a shipped model, or a fetched baseline)
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra entrypoint arguments
     input_size: int | None = None  # teacher input side (default: its pretrained config)
     in_chans: int | None = None  # teacher channels (default: its pretrained config)
     logits_file: str | None = None  # kd: precompute teacher logits once to this file and reuse them
+    tta_flip: bool = False  # kd logits file: average the teacher over the horizontal mirror (log mean prob)
 
 
 @dataclass
