@@ -8,9 +8,13 @@ The face is then cut from the enlarged image at the landmarks ``lightfer prepare
 the plain bilinear warp and with :func:`lightfer.alignment.warp_crop`'s anti-aliasing, and classified by
 ``--model`` (no flip TTA); the script prints accuracy, UAR and the paired exact McNemar test per noise level.
 The same faces without enlargement (the prepare crops themselves) give the reference accuracy.
+With ``--compare OTHER`` a second model (same crop size, margin and mode) classifies the very same crops, and
+the script adds the paired test of ``--model`` against it for the reference and the anti-aliased crops.
 
     python scripts/antialias_probe.py --data ../shared/data/fer2013/fer2013.csv.gz --cache crops/fer64a0 \
         --split test --upscale 8 --noise 0,8,16
+    python scripts/antialias_probe.py --model runs/x/best.pt --no-ema --compare shufflenet_v2_x0_5_fer2013 \
+        --upscale 2 --noise 0,16
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or training checkpoint")
     ap.add_argument("--no-ema", action="store_true", help="a checkpoint's live weights instead of their EMA")
+    ap.add_argument("--compare", help="a second model or checkpoint, scored on the same crops (paired test)")
+    ap.add_argument("--compare-no-ema", action="store_true", help="the --compare checkpoint's live weights")
     ap.add_argument("--upscale", type=float, default=8.0)
     ap.add_argument("--noise", default="0,8,16", help="comma-separated noise standard deviations, grey levels")
     ap.add_argument("--limit", type=int, default=0, help="first N faces only (0: all)")
@@ -51,6 +57,12 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     model = load_classifier(a.model, use_ema=not a.no_ema)
     cfg = model.pretrained_cfg
+    other = load_classifier(a.compare, use_ema=not a.compare_no_ema) if a.compare else None
+    if other is not None:
+        oc = other.pretrained_cfg
+        if (oc.input_size, oc.crop_margin, oc.crop_mode, tuple(oc.classes)) != (
+                cfg.input_size, cfg.crop_margin, cfg.crop_mode, tuple(cfg.classes)):
+            raise SystemExit(f"--compare {a.compare}: its crops or classes differ from {a.model}'s")
     cache = align_labels(read_cache(a.cache, a.split), tuple(cfg.classes))
     z = np.load(f"{a.cache}/{a.split}.npz")
     found = z["face_found"]
@@ -67,7 +79,13 @@ def main() -> None:
         pred = predict_probs(model, crops).argmax(1)
         m = metrics_from_confusion(confusion_matrix(labels, pred, len(cfg.classes)))
         print(f"{name:<34} acc {100 * m['accuracy']:6.2f}%  UAR {100 * m['uar']:6.2f}%")
-        return pred == labels
+        ok = pred == labels
+        if other is not None:
+            ok_other = predict_probs(other, crops).argmax(1) == labels
+            c = paired_comparison(ok, ok_other)
+            print(f"{'':<34} vs --compare ({100 * ok_other.mean():.2f}%): {100 * c['diff']:+.2f} points "
+                  f"({c['only_a']} vs {c['only_b']} faces, exact McNemar p = {c['p_mcnemar']:.2g})")
+        return ok
 
     print(f"{a.model} on {len(keep)} {a.split} faces; enlarged x{a.upscale:g} (face ~{48 * a.upscale:.0f} px), "
           f"crop {cfg.input_size} px, no TTA")
