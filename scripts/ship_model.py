@@ -11,6 +11,12 @@ them; the test suite re-runs that check whenever ``../shared/data`` is present.
         --description "ShuffleNetV2 x0.5 at 48 px, KD on FER2013 aligned crops" --provenance prov.json \\
         --no-tta --check-data fer2013:../shared/data/fer2013/fer2013.csv.gz
 
+An ensemble ships the same way: give its members comma-separated as CHECKPOINT, each a checkpoint (its EMA),
+``checkpoint@live`` (its live weights) or a shipped model name; the package model averages their probabilities:
+
+    python scripts/ship_model.py runs/a/best.pt@live,runs/b/best.pt,shufflenet_v2_x0_5_fer2013 \
+        shufflenet_v2_x0_5_fer2013_ens3 --description "..." --provenance prov.json --tta --check-data fer2013:PATH
+
 ``prov.json`` holds the provenance fields of the model card row (data, recipe, command, training_cost, the
 measured metrics, and ``eval``: the ``lightfer eval <name> ...`` command that reproduces them).
 """
@@ -24,7 +30,8 @@ from pathlib import Path
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint", help="lightfer train checkpoint (runs/<run>/best.pt)")
+    ap.add_argument("checkpoint", help="lightfer train checkpoint (runs/<run>/best.pt), or comma-separated ensemble "
+                                       "members (checkpoint, checkpoint@live, shipped model name)")
     ap.add_argument("name", help="registered name of the shipped model")
     ap.add_argument("--description", required=True, help="one line: what the model is and its headline figure")
     ap.add_argument("--provenance", required=True, help="JSON file with the provenance fields")
@@ -44,9 +51,18 @@ def main() -> int:
         if key not in provenance:
             print(f"error: {a.provenance}: provenance needs {key!r}", file=sys.stderr)
             return 2
-    weights = shipped.ship_checkpoint(a.checkpoint, a.name, description=a.description, provenance=provenance,
-                                      crop_mode=a.crop_mode, crop_margin=a.crop_margin, tta_flip=a.tta,
-                                      use_ema=not a.no_ema)
+    members = [m for m in a.checkpoint.split(",") if m]
+    if len(members) > 1:
+        if a.no_ema or a.crop_mode or a.crop_margin is not None:
+            print("error: an ensemble takes its members' crops; mark live weights as MEMBER@live, not --no-ema",
+                  file=sys.stderr)
+            return 2
+        weights = shipped.ship_ensemble(members, a.name, description=a.description, provenance=provenance,
+                                        tta_flip=a.tta)
+    else:
+        weights = shipped.ship_checkpoint(a.checkpoint, a.name, description=a.description, provenance=provenance,
+                                          crop_mode=a.crop_mode, crop_margin=a.crop_margin, tta_flip=a.tta,
+                                          use_ema=not a.no_ema)
     meta_path = weights.with_suffix(".json")
     check = shipped.reproduction_check(a.name, a.check_data, limit=a.check_limit)
     meta = json.loads(meta_path.read_text())

@@ -12,11 +12,9 @@ from lightfer.train.config import config_from_dict
 from lightfer.train.engine import main
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
+def _tiny_run(out, seed: int = 1):
     cfg = config_from_dict({
-        "epochs": 1, "batch_size": 32, "output_dir": str(out), "progress": False, "seed": 1,
+        "epochs": 1, "batch_size": 32, "output_dir": str(out), "progress": False, "seed": seed,
         "model": {"name": "shufflenet_v2_x0_5", "input_size": 32},
         "optim": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0},
         "data": {"synthetic_size": 128, "synthetic_image": 32},
@@ -24,6 +22,11 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     main(cfg)
     return out / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return _tiny_run(tmp_path_factory.mktemp("run"))
 
 
 def test_ship_register_and_load(checkpoint, tmp_path, monkeypatch):
@@ -190,3 +193,39 @@ def test_reproduction_check_agrees_with_the_analyzer(tmp_path, astronaut, portra
     analyzer = lightfer.Analyzer()
     want = sum(analyzer(p).faces[0].label == p.parent.name for p in sorted(root.glob("*/*")))
     assert want >= 2 and got["data"] == "folder" and got["limit"] == 3 and got["correct"] == want
+
+
+def test_ship_an_ensemble_of_checkpoints(checkpoint, tmp_path, monkeypatch):
+    """An ensemble ships as one pair of files, registers under its name and serves the mean of its members'
+    probabilities in PyTorch and ONNX Runtime; members that take other crops are refused."""
+    from lightfer.classifier import ExpressionClassifier
+
+    monkeypatch.setenv("LIGHTFER_HOME", str(tmp_path / "home"))
+    other = _tiny_run(tmp_path / "run2", seed=2)
+    members = [str(checkpoint), f"{other}@live"]
+    shipped.ship_ensemble(members, "tiny_ens_test", description="test ensemble", provenance={"command": "pytest"},
+                          tta_flip=True, out_dir=tmp_path)
+    meta = json.loads((tmp_path / "tiny_ens_test.json").read_text())
+    assert meta["architecture"] == "ensemble" and meta["provenance"]["members"] == members
+    assert [m["architecture"] for m in meta["arch_kwargs"]["members"]] == ["shufflenet_v2_x0_5"] * 2
+    shipped._register(tmp_path / "tiny_ens_test.json")
+    try:
+        assert "tiny_ens_test" in list_models(pretrained=True) and "ensemble" not in list_models()
+        model = create_model("tiny_ens_test", pretrained=True)
+        assert model.pretrained_cfg.tta_flip and model.pretrained_cfg.input_size == 32
+        first, second = load_model_from_checkpoint(checkpoint), load_model_from_checkpoint(other, use_ema=False)
+        x = torch.randn(4, 1, 32, 32)
+        with torch.no_grad():
+            a, b = first(x).softmax(1), second(x).softmax(1)
+            assert (a - b).abs().max() > 1e-4  # the two members really differ
+            np.testing.assert_allclose(model(x).exp().numpy(), ((a + b) / 2).numpy(), atol=1e-5)
+        rng = np.random.default_rng(0)
+        crops = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+        torch_p = ExpressionClassifier(model, backend="torch").predict(crops)
+        np.testing.assert_allclose(ExpressionClassifier(model, backend="onnx").predict(crops), torch_p, atol=1e-5)
+        np.testing.assert_allclose(torch_p.sum(1), 1.0, atol=1e-5)
+    finally:
+        shipped._REGISTRY.pop("tiny_ens_test", None)
+    with pytest.raises(ValueError, match="input_size"):  # the 64 px default cannot join 32 px members
+        shipped.ship_ensemble([str(checkpoint), "shufflenet_v2_x0_5_fer2013"], "tiny_bad_ens", description="x",
+                              provenance={}, out_dir=tmp_path)

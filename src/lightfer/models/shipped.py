@@ -5,7 +5,8 @@ Each shipped model is a pair of files: ``<name>.safetensors`` (the state dict) a
 input size, channels, normalisation, classes, crop mode and margin — the weights' sha256, and the
 provenance: data, recipe, command, measured accuracy). Every pair found is registered under
 ``<name>``, so ``create_model(name, pretrained=True)`` works like for any other model.
-:func:`ship_checkpoint` writes such a pair from a ``lightfer train`` checkpoint.
+:func:`ship_checkpoint` writes such a pair from a ``lightfer train`` checkpoint, :func:`ship_ensemble` one for a
+probability-averaging ensemble of several (architecture ``"ensemble"``, its members in ``arch_kwargs``).
 """
 from __future__ import annotations
 
@@ -48,7 +49,10 @@ def _register(meta_path: Path) -> None:
     name, arch = meta["name"], meta["architecture"]
     if name in _REGISTRY:
         return
-    arch_fn = _REGISTRY[arch].fn if arch in _REGISTRY else None
+    if arch == "ensemble":  # a composite of registered architectures (lightfer.models.ensemble)
+        from lightfer.models.ensemble import build_ensemble as arch_fn
+    else:
+        arch_fn = _REGISTRY[arch].fn if arch in _REGISTRY else None
     if arch_fn is None:
         log.warning("%s: unknown architecture %r; not registered", meta_path, arch)
         return
@@ -123,6 +127,74 @@ def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, prov
         "base_input_size": base.input_size,
         "backbone_input_size": int(model.resizer.out_size) if hasattr(model, "resizer") else cfg.input_size,
         "provenance": provenance,
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return weights
+
+
+def _ensemble_member(spec: str) -> tuple[nn.Module, dict[str, Any]]:
+    """``runs/x/best.pt`` (its EMA), ``runs/x/best.pt@live`` (its live weights) or a registered model name with
+    pretrained weights -> (model in eval mode, ``{"architecture", "kwargs"}`` that rebuilds it without weights)."""
+    from lightfer.models.registry import create_model
+
+    path, _, which = spec.partition("@")
+    if which not in ("", "ema", "live"):
+        raise ValueError(f"ensemble member {spec!r}: the suffix must be @ema or @live")
+    if Path(path).is_file():
+        from lightfer.train.checkpoint import load_checkpoint, load_model_from_checkpoint
+
+        state = load_checkpoint(path)
+        model = load_model_from_checkpoint(path, use_ema=which != "live")
+        arch, kwargs = state["model_name"], dict(state.get("model_kwargs", {}))
+    else:
+        if which:
+            raise ValueError(f"ensemble member {spec!r}: @{which} applies to checkpoint files only")
+        model = create_model(path, pretrained=True)
+        meta_path = WEIGHTS_DIR / f"{path}.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"architecture": path}
+        arch, kwargs = meta["architecture"], dict(meta.get("arch_kwargs", {}))
+    if "resizer" in kwargs or arch == "ensemble":
+        raise ValueError(f"ensemble member {spec!r}: resizer models and nested ensembles are not supported")
+    return model.eval(), {"architecture": arch, "kwargs": kwargs}
+
+
+def ship_ensemble(members: list[str], name: str, *, description: str, provenance: dict[str, Any],
+                  tta_flip: bool | None = None, out_dir: Path = WEIGHTS_DIR) -> Path:
+    """Write ``<name>.safetensors`` + ``<name>.json`` for a probability-averaging :class:`~lightfer.models.ensemble.
+    Ensemble` of ``members`` (checkpoints, ``checkpoint@live``, or registered names with pretrained weights).
+
+    Every member must take the same crop (size, channels, normalisation, crop mode and margin) and predict the
+    same classes in the same order; ``tta_flip`` sets how the ensemble is served (default: off)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lightfer.models.ensemble import Ensemble
+
+    if not members:
+        raise ValueError("ship_ensemble: no members")
+    built = [_ensemble_member(m) for m in members]
+    keys = ("input_size", "in_chans", "mean", "std", "classes", "crop_mode", "crop_margin")
+    first = built[0][0].pretrained_cfg
+    for spec, (model, _) in zip(members, built):
+        diff = [k for k in keys if getattr(model.pretrained_cfg, k) != getattr(first, k)]
+        if diff:
+            raise ValueError(f"ensemble member {spec!r} differs from {members[0]!r} in {', '.join(diff)}")
+    net = Ensemble([m for m, _ in built])
+    cfg = dataclasses.replace(first, weights=f"lightfer package: weights/{name}.safetensors", license="MIT",
+                              description=description, tta_flip=bool(tta_flip))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / f"{name}.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items() if isinstance(v, torch.Tensor)},
+              str(weights))
+    meta = {
+        "name": name,
+        "architecture": "ensemble",
+        "arch_kwargs": {"members": [arch for _, arch in built]},
+        "pretrained_cfg": cfg.to_dict(),
+        "sha256": _sha256(weights),
+        "base_input_size": cfg.input_size,
+        "backbone_input_size": cfg.input_size,
+        "provenance": {**provenance, "members": list(members)},
     }
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     return weights
