@@ -22,13 +22,15 @@ import torch
 from lightfer.data import build_dataset
 from lightfer.eval.evaluate import align_labels, load_classifier, predict_probs
 from lightfer.eval.metrics import confusion_matrix, metrics_from_confusion, paired_comparison
+from lightfer.models.shipped import split_member
 
 
 def load_member(spec: str) -> torch.nn.Module:
     """``path``, ``path@live`` / ``path@ema`` or a registered name -> classifier in eval mode."""
-    path, _, which = spec.partition("@")
-    if which not in ("", "ema", "live"):
-        raise SystemExit(f"--member {spec}: the suffix must be @ema or @live")
+    try:
+        path, which = split_member(spec)
+    except ValueError as e:
+        raise SystemExit(f"--member: {e}") from None
     return load_classifier(path, use_ema=which != "live")
 
 

@@ -132,14 +132,21 @@ def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, prov
     return weights
 
 
+def split_member(spec: str) -> tuple[str, str]:
+    """Ensemble member syntax: ``path`` / ``path@ema`` / ``path@live`` / a model name -> (path or name, ``""`` |
+    ``"ema"`` | ``"live"``)."""
+    path, _, which = spec.partition("@")
+    if which not in ("", "ema", "live"):
+        raise ValueError(f"ensemble member {spec!r}: the suffix must be @ema or @live")
+    return path, which
+
+
 def _ensemble_member(spec: str) -> tuple[nn.Module, dict[str, Any]]:
     """``runs/x/best.pt`` (its EMA), ``runs/x/best.pt@live`` (its live weights) or a registered model name with
     pretrained weights -> (model in eval mode, ``{"architecture", "kwargs"}`` that rebuilds it without weights)."""
     from lightfer.models.registry import create_model
 
-    path, _, which = spec.partition("@")
-    if which not in ("", "ema", "live"):
-        raise ValueError(f"ensemble member {spec!r}: the suffix must be @ema or @live")
+    path, which = split_member(spec)
     if Path(path).is_file():
         from lightfer.train.checkpoint import load_checkpoint, load_model_from_checkpoint
 
