@@ -20,6 +20,8 @@ from lightfer.models import PretrainedCfg, create_model, preprocess_crops
 
 log = logging.getLogger(__name__)
 
+PRECISIONS = ("auto", "fp32", "int8")
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``(N, C)`` logits."""
@@ -47,6 +49,10 @@ class ExpressionClassifier:
         batch_size: crops per forward pass.
         tta_flip: average each crop's probabilities with its mirror's; ``None`` takes the model's
             ``pretrained_cfg.tta_flip`` (on for models trained and measured that way).
+        precision: ONNX Runtime backend only. ``"auto"`` runs the model's shipped int8 quantisation
+            (``pretrained_cfg.int8_onnx``) when it has one and its weights are the ones it was quantised from,
+            else float32; ``"int8"`` requires it; ``"fp32"`` always exports the float32 model. The torch
+            backend always runs float32. ``self.precision`` says what runs.
     """
 
     def __init__(
@@ -58,9 +64,12 @@ class ExpressionClassifier:
         threads: int | None = None,
         batch_size: int = 64,
         tta_flip: bool | None = None,
+        precision: str = "auto",
     ) -> None:
         if backend not in ("onnx", "torch"):
             raise ValueError(f"backend must be 'onnx' or 'torch', got {backend!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if isinstance(model, str):
             model = create_model(model, pretrained=True)
         if not hasattr(model, "pretrained_cfg"):
@@ -72,13 +81,37 @@ class ExpressionClassifier:
         self.device = device
         self.batch_size = batch_size
         self.tta_flip = bool(self.cfg.tta_flip if tta_flip is None else tta_flip)
+        self.precision = "fp32"
         if backend == "onnx":
             from lightfer.export.onnx import ort_session
 
-            self._sess = ort_session(self.ensure_onnx(), threads=threads)
+            path = self._int8_path(precision == "int8") if precision != "fp32" else None
+            if path is not None:
+                self.precision = "int8"
+            self._sess = ort_session(path or self.ensure_onnx(), threads=threads)
             self._input = self._sess.get_inputs()[0].name
         else:
+            if precision == "int8":
+                raise ValueError("precision='int8' needs the ONNX Runtime backend")
             self.model.to(device)
+
+    def _int8_path(self, required: bool) -> Path | None:
+        """The shipped int8 ONNX file for these weights (sha256-checked), or None where there is none to use."""
+        from lightfer.eval.profile import shipped_int8_path
+
+        cfg = self.cfg
+        path = shipped_int8_path(self.model)
+        if path is not None:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: shipped int8 model missing from the package")
+            got = hashlib.sha256(path.read_bytes()).hexdigest()
+            if got != cfg.int8_sha256:
+                raise RuntimeError(f"{path}: sha256 {got} does not match {cfg.int8_sha256} recorded in its .json")
+            return path
+        if required:
+            why = "ships no int8 model" if not cfg.int8_onnx else "has other weights than its int8 model was made from"
+            raise ValueError(f"precision='int8': {self.name} {why}")
+        return None
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -35,6 +35,8 @@ class Analyzer:
         threads: ONNX Runtime intra-op threads (torch threads are the process's, set once by the caller).
         tta: average each face's probabilities with its mirror's (twice the classify cost); ``None`` takes
             the model's ``pretrained_cfg.tta_flip``, i.e. how its published numbers were measured.
+        precision: ``"auto"`` (a shipped int8 quantisation where the model has one, ONNX Runtime only),
+            ``"fp32"`` or ``"int8"``; see :class:`lightfer.classifier.ExpressionClassifier`.
         score_threshold, nms_iou, min_face_size, max_faces, max_size, min_size: detector options
             (see :class:`lightfer.detection.DetectorConfig`).
     """
@@ -49,6 +51,7 @@ class Analyzer:
         device: str = "cpu",
         threads: int | None = None,
         tta: bool | None = None,
+        precision: str = "auto",
         score_threshold: float = 0.5,
         nms_iou: float = 0.4,
         min_face_size: float = 0.0,
@@ -68,7 +71,7 @@ class Analyzer:
             min_size=min_size,
         )
         self.classifier = ExpressionClassifier(model, backend=classifier_backend or backend, device=device, threads=threads,
-                                               tta_flip=tta)
+                                               tta_flip=tta, precision=precision)
 
     @property
     def classes(self) -> tuple[str, ...]:

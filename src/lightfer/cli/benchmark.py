@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="expression model")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="classify each face and its mirror (default: the model's own setting)")
+    p.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+                   help="ONNX Runtime classifier: a shipped int8 model where there is one (auto), or fp32 / int8")
     p.add_argument("--backends", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to measure")
     p.add_argument("--repeats", type=int, default=30, help="timed runs per configuration")
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if not image.exists():
         print(f"error: {image}: no such file", file=sys.stderr)
         return 1
-    rows = run_all(image, args.backends, args.threads, args.repeats, args.model, tta=args.tta)
+    rows = run_all(image, args.backends, args.threads, args.repeats, args.model, tta=args.tta,
+                   precision=args.precision)
     info = machine_info()
     print(format_table(rows, info, image, args.repeats))
     if args.json:

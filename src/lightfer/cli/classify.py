@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: no images found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
     clf = ExpressionClassifier(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                               batch_size=args.batch_size, tta_flip=args.tta)
+                               batch_size=args.batch_size, tta_flip=args.tta, precision=args.precision)
     bar = tqdm(total=len(files), unit="img", disable=args.no_progress or len(files) < 2, file=sys.stderr)
     sink = RecordSink(args, bar.write)
     for start in range(0, len(files), args.batch_size):

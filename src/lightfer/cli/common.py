@@ -15,7 +15,7 @@ _threads_set = False
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """--model, --backend, --threads, --device, --tta / --no-tta."""
+    """--model, --backend, --threads, --device, --tta / --no-tta, --precision."""
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"expression model (see `lightfer models`; default {DEFAULT_MODEL})")
     g.add_argument("--backend", choices=["onnx", "torch"], default="onnx",
@@ -25,6 +25,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average each face with its mirror image (about twice the classify time); "
                    "default: as the model's published numbers were measured (tta_flip in its pretrained config)")
+    g.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+                   help="ONNX Runtime: 'auto' runs a model's shipped int8 quantisation where it has one, else "
+                   "float32; 'fp32' always float32 (--backend torch is always float32)")
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -41,7 +44,8 @@ def build_analyzer(args: argparse.Namespace, **overrides: Any) -> Any:
     from lightfer.pipeline import Analyzer
 
     options = dict(
-        backend=args.backend, device=args.device, threads=args.threads, tta=args.tta, score_threshold=args.score_threshold,
+        backend=args.backend, device=args.device, threads=args.threads, tta=args.tta,
+        precision=getattr(args, "precision", "auto"), score_threshold=args.score_threshold,
         nms_iou=args.nms_iou, min_face_size=args.min_face_size, max_faces=args.max_faces,
         max_size=args.max_size, min_size=args.min_size,
     )

@@ -21,6 +21,7 @@ EPILOG = """examples:
   lightfer eval runs/b/best.pt --data cache:crops/fer64 --compare fer_mini_xception --compare-data cache:crops/box48
   lightfer eval shufflenet_v2_x1_0_fer2013 --no-tta --compare shufflenet_v2_x0_5_fer2013 --compare-tta \
       --data cache:crops/fer64 --split val                          # each model at its own serving cost
+  lightfer eval shufflenet_v2_x1_0_fer2013 --backend onnx --data cache:crops/fer64 --split test   # as served (int8)
   lightfer eval --detector --data wider:/data/wider_face_val_subset --out reports/det
 prints a table (accuracy, UAR, macro/weighted P/R/F1, one-vs-rest AUC, per-class figures, confusion
 matrix, params, FLOPs, latency per face) per split; --compare adds a paired line (both models on the same
@@ -63,6 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ema", action="store_true",
                    help="a training checkpoint: score the live weights of its saved epoch instead of their EMA "
                         "(the --compare model keeps its EMA)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="score in PyTorch (float32) or in ONNX Runtime as served (both models with --compare)")
+    p.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+                   help="--backend onnx: 'auto' takes a model's shipped int8 quantisation where it has one")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="only the first N samples (smoke runs)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
@@ -166,14 +171,16 @@ def run(args: argparse.Namespace) -> int:
                         if other is not None and args.compare_data else None)
             r = evaluate_classifier(model, ds, batch_size=args.batch_size, tta_flip=tta,
                                     latency=not args.no_latency and cost is None, onnx_latency=args.onnx_latency,
-                                    compare=other, compare_tta=tta_other, compare_dataset=ds_other)
+                                    compare=other, compare_tta=tta_other, compare_dataset=ds_other,
+                                    backend=args.backend, precision=args.precision)
             cost = r["cost"] = cost or r["cost"]  # measured once per run
             r["data"], r["split"] = args.data, split
             if other is not None:
                 r["compare"]["model_b"] = args.compare
                 r["compare"]["data_b"] = args.compare_data or args.data
             title = (f"{r['model']} on {r['dataset']} ({r['evaluated']} of {r['dataset_size']} samples"
-                     f"{', flip TTA' if tta else ''})")
+                     f"{', flip TTA' if tta else ''}"
+                     f"{', ONNX Runtime ' + r['precision'] if args.backend == 'onnx' else ''})")
             if args.out:
                 name = "confusion.png" if len(splits) == 1 else f"confusion_{split}.png"
                 r["confusion_png"] = str(plot_confusion(r["confusion_matrix"], r["classes"], Path(args.out) / name,

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="wall: elapsed time; cpu: CPU time of the timing thread (needs --threads 1; stable on a busy machine)",
     )
     p.add_argument("--no-latency", action="store_true", help="skip the timings")
-    p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (exports each model to a temp file)")
+    p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (exports each model to a temp file; a shipped int8 model is timed too)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument("--json", default=None, metavar="PATH", help="write the rows as JSON ('-' for stdout)")
     p.set_defaults(func=run)
@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.markdown and args.json != "-":
             print(
                 f"{n:24s} {prof.in_chans}x{prof.input_size:<4d} {prof.params / 1e6:8.2f}M "
-                f"{prof.flops / 1e9:8.3f}G {_fmt(prof.torch_ms):>8s} ms {_fmt(prof.onnx_ms):>8s} ms",
+                f"{prof.flops / 1e9:8.3f}G {_fmt(prof.torch_ms):>8s} ms {_fmt(prof.onnx_ms):>8s} ms"
+                + (f" {_fmt(prof.onnx_int8_ms):>8s} ms int8" if prof.onnx_int8_ms is not None else ""),
                 flush=True,
             )
     if args.markdown:
@@ -101,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
         for r in rows:
             print(
                 f"| {r['name']} | {r['in_chans']}x{r['input_size']} | {r['params'] / 1e6:.2f}M | {r['flops'] / 1e9:.3f} "
-                f"| {_fmt(r['torch_ms'])} | {_fmt(r['onnx_ms'])} | {r['description']} |"
+                f"| {_fmt(r['torch_ms'])} | {_fmt(r['onnx_ms'])} | "
+                + (f"int8 in ORT: {_fmt(r['onnx_int8_ms'])} ms. " if r.get("onnx_int8_ms") is not None else "")
+                + f"{r['description']} |"
             )
     if args.json:
         text = json.dumps({"threads": args.threads, "clock": args.clock, "models": rows}, indent=2)

@@ -56,16 +56,16 @@ def default_image() -> Path:
 
 
 def measure(image: Path, backend: str, threads: int, repeats: int, model: str, warmup: int = 3,
-            tta: bool | None = None) -> dict[str, Any]:
-    """Run in a fresh process: time each stage ``repeats`` times; returns medians in ms (``tta`` as in
-    :class:`~lightfer.pipeline.Analyzer`: ``None`` = the model's own setting)."""
+            tta: bool | None = None, precision: str = "auto") -> dict[str, Any]:
+    """Run in a fresh process: time each stage ``repeats`` times; returns medians in ms (``tta`` and
+    ``precision`` as in :class:`~lightfer.pipeline.Analyzer`: ``None`` = the model's own setting)."""
     import torch
 
     torch.set_num_threads(threads)
     from lightfer.io import read_image
     from lightfer.pipeline import Analyzer
 
-    analyzer = Analyzer(model, backend=backend, threads=threads, tta=tta)
+    analyzer = Analyzer(model, backend=backend, threads=threads, tta=tta, precision=precision)
     samples: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
     n_faces = 0
     for i in range(warmup + repeats):
@@ -88,6 +88,7 @@ def measure(image: Path, backend: str, threads: int, repeats: int, model: str, w
         "threads": threads,
         "faces": n_faces,
         "tta_flip": analyzer.classifier.tta_flip,
+        "precision": analyzer.classifier.precision,
         "ms": med,
         "faces_per_s": n_faces / (med["total"] / 1e3) if med["total"] > 0 else 0.0,
         "classify_ms_per_face": med["classify"] / max(n_faces, 1),
@@ -95,13 +96,14 @@ def measure(image: Path, backend: str, threads: int, repeats: int, model: str, w
 
 
 def run_all(image: Path, backends: list[str], threads: list[int], repeats: int, model: str,
-            tta: bool | None = None) -> list[dict[str, Any]]:
+            tta: bool | None = None, precision: str = "auto") -> list[dict[str, Any]]:
     """Measure every (backend, threads) pair, each in its own subprocess."""
     rows = []
     for backend in backends:
         for n in threads:
             cmd = [sys.executable, "-m", "lightfer.eval.benchmark", "--worker", "--image", str(image),
-                   "--backend", backend, "--threads", str(n), "--repeats", str(repeats), "--model", model]
+                   "--backend", backend, "--threads", str(n), "--repeats", str(repeats), "--model", model,
+                   "--precision", precision]
             if tta is not None:
                 cmd.append("--tta" if tta else "--no-tta")
             env = {**os.environ, "OMP_NUM_THREADS": str(n)}
@@ -119,7 +121,8 @@ def format_table(rows: list[dict[str, Any]], info: dict[str, Any], image: Path, 
     h, w = cv2.imread(str(image), cv2.IMREAD_REDUCED_COLOR_2).shape[:2]
     lines = [
         f"lightfer benchmark: {image.name} ({w * 2}x{h * 2}, {rows[0]['faces']} faces), median of {repeats} runs, "
-        f"flip TTA {'on' if rows[0].get('tta_flip') else 'off'}",
+        f"flip TTA {'on' if rows[0].get('tta_flip') else 'off'}; classifier in ONNX Runtime: "
+        f"{next((r.get('precision', 'fp32') for r in rows if r['backend'] == 'onnx'), 'not run')}",
         f"machine: {info['cpu']}, {info['cores']} cores; python {info['python']}, torch {info['torch']}, "
         f"onnxruntime {info['onnxruntime']}",
         "",
@@ -145,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--precision", default="auto")
     a = ap.parse_args(argv)
-    print(json.dumps(measure(Path(a.image), a.backend, a.threads, a.repeats, a.model, tta=a.tta)))
+    print(json.dumps(measure(Path(a.image), a.backend, a.threads, a.repeats, a.model, tta=a.tta,
+                             precision=a.precision)))
     return 0
 
 

@@ -104,9 +104,23 @@ def with_dropped(report: dict[str, Any], dataset: FERDataset) -> dict[str, Any]:
             "uar": float(sum(recalls) / n_cls) if n_cls else 0.0}
 
 
-def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int = 256, tta_flip: bool = False) -> np.ndarray:
-    """Softmax probabilities ``(N, C)`` of uint8 crops ``(N, H, W[, 3])`` (optionally averaged with mirrors)."""
+def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int = 256, tta_flip: bool = False,
+                  backend: str = "torch", precision: str = "auto") -> np.ndarray:
+    """Softmax probabilities ``(N, C)`` of uint8 crops ``(N, H, W[, 3])`` (optionally averaged with mirrors).
+
+    ``backend="onnx"`` runs the model as serving does, through :class:`lightfer.classifier.ExpressionClassifier`
+    in ONNX Runtime with ``precision`` (``"auto"`` takes a shipped int8 model where there is one)."""
     cfg = model.pretrained_cfg
+    if backend == "onnx":
+        from lightfer.classifier import ExpressionClassifier, softmax
+
+        clf = ExpressionClassifier(model, backend="onnx", threads=torch.get_num_threads(), batch_size=batch_size,
+                                   tta_flip=tta_flip, precision=precision)
+        logits = [clf.logits(crops_to_input(images[i:i + batch_size], cfg)) for i in range(0, len(images), batch_size)]
+        return softmax(np.concatenate(logits)).astype(np.float32) if logits else np.zeros((0, len(cfg.classes)),
+                                                                                         np.float32)
+    if backend != "torch":
+        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
     out = []
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
@@ -133,6 +147,15 @@ def model_cost(model: nn.Module, latency: bool = True, repeats: int = 30, onnx: 
     if latency and onnx:
         cost["onnx_latency_ms"] = time_onnx(model, example, threads=torch.get_num_threads(), repeats=repeats)
     return cost
+
+
+def _precision_used(model: nn.Module, backend: str, precision: str) -> str:
+    """What :func:`predict_probs` runs: ``"int8"`` where ONNX Runtime takes the model's shipped quantisation."""
+    from lightfer.eval.profile import shipped_int8_path
+
+    if backend != "onnx" or precision == "fp32":
+        return "fp32"
+    return "int8" if shipped_int8_path(model) is not None else "fp32"
 
 
 def check_same_samples(a: FERDataset, b: FERDataset) -> None:
@@ -164,13 +187,15 @@ def _sample_keys(ds: FERDataset) -> list[str] | None:
 
 def compare_classifiers(model_a: nn.Module, model_b: nn.Module, dataset: FERDataset, *, tta_a: bool = False,
                         tta_b: bool = False, batch_size: int = 256, probs_a: np.ndarray | None = None,
-                        dataset_b: FERDataset | None = None) -> dict[str, Any]:
+                        dataset_b: FERDataset | None = None, backend: str = "torch",
+                        precision: str = "auto") -> dict[str, Any]:
     """Paired accuracy comparison of two models on the same samples of ``dataset`` (exact McNemar test).
 
     Both models must have the same class set (order may differ); samples of classes they lack are dropped
     from both. ``probs_a`` ``(N, C)``: model A's probabilities on those samples when already computed.
     ``dataset_b``: model B reads its crops from here instead (e.g. crops of another size or crop mode); it
-    must hold the same samples in the same order (:func:`check_same_samples`).
+    must hold the same samples in the same order (:func:`check_same_samples`). ``backend`` / ``precision``:
+    as :func:`predict_probs`, for both models.
     Returns :func:`lightfer.eval.metrics.paired_comparison`'s dict plus the TTA flags.
     """
     ca, cb = tuple(model_a.pretrained_cfg.classes), tuple(model_b.pretrained_cfg.classes)
@@ -183,7 +208,8 @@ def compare_classifiers(model_a: nn.Module, model_b: nn.Module, dataset: FERData
     for model, classes, tta, data in ((model_a, ca, tta_a, dataset), (model_b, cb, tta_b, dataset_b or dataset)):
         ds = align_labels(data, classes)
         known = probs_a if model is model_a and probs_a is not None else None
-        probs = known if known is not None else predict_probs(model.eval(), ds.images, batch_size, tta)
+        probs = known if known is not None else predict_probs(model.eval(), ds.images, batch_size, tta, backend,
+                                                              precision)
         correct.append(probs.argmax(1) == ds.labels)
     out = paired_comparison(correct[0], correct[1])
     out.update({"tta_a": tta_a, "tta_b": tta_b})
@@ -192,8 +218,11 @@ def compare_classifiers(model_a: nn.Module, model_b: nn.Module, dataset: FERData
 
 def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: int = 256, tta_flip: bool = False,
                         latency: bool = True, onnx_latency: bool = False, compare: nn.Module | None = None,
-                        compare_tta: bool = False, compare_dataset: FERDataset | None = None) -> dict[str, Any]:
+                        compare_tta: bool = False, compare_dataset: FERDataset | None = None,
+                        backend: str = "torch", precision: str = "auto") -> dict[str, Any]:
     """The full report of ``lightfer eval`` for one dataset split (see :mod:`lightfer.eval.metrics`).
+
+    ``backend="onnx"`` scores the model as served, in ONNX Runtime (``precision``: see :func:`predict_probs`).
 
     With ``compare`` (a second model with the same classes) the report gains ``compare``: the paired test of
     :func:`compare_classifiers`, reusing this model's predictions; ``compare_dataset`` gives that model its
@@ -203,13 +232,14 @@ def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: in
     if len(ds) == 0:
         raise ValueError(f"{dataset.name}: no samples of the model's classes {cfg.classes}")
     t0 = time.perf_counter()
-    probs = predict_probs(model.eval(), ds.images, batch_size, tta_flip)
+    probs = predict_probs(model.eval(), ds.images, batch_size, tta_flip, backend, precision)
     wall = time.perf_counter() - t0
     report = classification_metrics(ds.labels, probs, list(cfg.classes))
     report.update({
         "model": getattr(model, "model_name", type(model).__name__), "dataset": dataset.name,
         "dataset_size": len(dataset), "evaluated": len(ds), "dropped": len(dataset) - len(ds),
-        "tta_flip": tta_flip, "input_size": cfg.input_size, "in_chans": cfg.in_chans,
+        "tta_flip": tta_flip, "input_size": cfg.input_size, "in_chans": cfg.in_chans, "backend": backend,
+        "precision": _precision_used(model, backend, precision),
         "throughput_img_s": round(len(ds) / wall, 1) if wall > 0 else None,
         "batch_size": batch_size,
     })
@@ -217,7 +247,8 @@ def evaluate_classifier(model: nn.Module, dataset: FERDataset, *, batch_size: in
         report["with_dropped"] = with_dropped(report, dataset)
     if compare is not None:
         report["compare"] = compare_classifiers(model, compare, dataset, tta_a=tta_flip, tta_b=compare_tta,
-                                                batch_size=batch_size, probs_a=probs, dataset_b=compare_dataset)
+                                                batch_size=batch_size, probs_a=probs, dataset_b=compare_dataset,
+                                                backend=backend, precision=precision)
     if "face_found" in ds.meta:
         found = np.asarray(ds.meta["face_found"])
         report["face_found_rate"] = float(found.mean()) if len(found) else None

@@ -33,6 +33,7 @@ class ModelProfile:
     flops: int  # per face, 2 x multiply-adds
     torch_ms: float | None = None
     onnx_ms: float | None = None
+    onnx_int8_ms: float | None = None  # the shipped int8 quantisation (lightfer.export.quantize), where there is one
     threads: int | None = None
     clock: str = "wall"  # "wall" or "cpu" (thread CPU time), see the module docstring
 
@@ -85,21 +86,41 @@ def time_onnx(
     clock: str = "wall",
 ) -> float:
     """Export ``model`` to a temporary ONNX file and return ONNX Runtime's median milliseconds on ``example``."""
-    from lightfer.export.onnx import export_onnx, ort_session
+    from lightfer.export.onnx import export_onnx
 
-    now = _clock(clock, threads if clock == "cpu" else 1)
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, Path(tmp) / "model.onnx", example)
-        sess = ort_session(path, threads)
-        feed = {sess.get_inputs()[0].name: example.numpy()}
-        for _ in range(warmup):
-            sess.run(None, feed)
-        times = []
-        for _ in range(repeats):
-            t0 = now()
-            sess.run(None, feed)
-            times.append((now() - t0) * 1e3)
+        return time_onnx_file(path, example, threads=threads, warmup=warmup, repeats=repeats, clock=clock)
+
+
+def time_onnx_file(
+    path: str | Path, example: torch.Tensor, *, threads: int | None = None, warmup: int = 3, repeats: int = 20,
+    clock: str = "wall",
+) -> float:
+    """ONNX Runtime's median milliseconds for the model file ``path`` on ``example`` ``(B, C, H, W)``."""
+    from lightfer.export.onnx import ort_session
+
+    now = _clock(clock, threads if clock == "cpu" else 1)
+    sess = ort_session(path, threads)
+    feed = {sess.get_inputs()[0].name: example.numpy()}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = []
+    for _ in range(repeats):
+        t0 = now()
+        sess.run(None, feed)
+        times.append((now() - t0) * 1e3)
     return statistics.median(times)
+
+
+def shipped_int8_path(model: nn.Module) -> Path | None:
+    """The model's shipped int8 ONNX file when it has one for exactly these weights, else None."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is None or not cfg.int8_onnx:
+        return None
+    from lightfer.classifier import _state_hash
+
+    return Path(cfg.int8_onnx) if cfg.int8_state == _state_hash(model) else None
 
 
 def profile_model(
@@ -126,5 +147,9 @@ def profile_model(
         prof.torch_ms = time_torch(model, example, repeats=repeats, clock=clock)
     if onnx:
         prof.onnx_ms = time_onnx(model, example, threads=torch.get_num_threads(), repeats=repeats, clock=clock)
+        int8 = shipped_int8_path(model)
+        if int8 is not None:
+            prof.onnx_int8_ms = time_onnx_file(int8, example, threads=torch.get_num_threads(), repeats=repeats,
+                                               clock=clock)
     log.info("profiled %s: %s", name, prof)
     return prof

@@ -42,6 +42,9 @@ class PretrainedCfg:
     weights: str | None = None  # where pretrained weights come from (human-readable source)
     loader: Callable[[nn.Module], None] | None = field(default=None, compare=False, repr=False)
     license: str | None = None  # licence of the pretrained weights
+    int8_onnx: str | None = None  # shipped int8 ONNX Runtime model of these weights (lightfer.export.quantize)
+    int8_sha256: str | None = None  # its file's sha256, checked when loaded
+    int8_state: str | None = None  # hash of the weights it was quantised from (ExpressionClassifier uses it only for those)
     description: str = ""  # one line for `lightfer models`
 
     @property
@@ -52,7 +55,8 @@ class PretrainedCfg:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (the loader is omitted)."""
         d = dataclasses.asdict(self)
-        d.pop("loader", None)
+        for k in ("loader", "int8_onnx", "int8_sha256", "int8_state"):  # files of a shipped model, not its contract
+            d.pop(k, None)
         return d
 
 

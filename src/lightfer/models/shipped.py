@@ -7,6 +7,8 @@ provenance: data, recipe, command, measured accuracy). Every pair found is regis
 ``<name>``, so ``create_model(name, pretrained=True)`` works like for any other model.
 :func:`ship_checkpoint` writes such a pair from a ``lightfer train`` checkpoint, :func:`ship_ensemble` one for a
 probability-averaging ensemble of several (architecture ``"ensemble"``, its members in ``arch_kwargs``).
+:func:`ship_int8` adds a third file, ``<name>.int8.onnx``: the weights quantised to int8 for ONNX Runtime
+(recorded under ``int8`` in the ``.json``), which the ONNX Runtime backend serves by default.
 """
 from __future__ import annotations
 
@@ -58,6 +60,10 @@ def _register(meta_path: Path) -> None:
         return
     fields = {f.name for f in dataclasses.fields(PretrainedCfg)} - {"loader"}
     cfg_dict = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["pretrained_cfg"].items() if k in fields}
+    int8 = meta.get("int8") or {}
+    if int8:
+        cfg_dict.update(int8_onnx=str(meta_path.parent / int8["file"]), int8_sha256=int8["sha256"],
+                        int8_state=int8["state"])
     cfg = PretrainedCfg(**{**cfg_dict, "loader": _make_loader(meta_path.with_suffix(".safetensors"), meta["sha256"])})
     arch_kwargs = dict(meta.get("arch_kwargs", {}))
     resizer = arch_kwargs.pop("resizer", None)
@@ -207,11 +213,52 @@ def ship_ensemble(members: list[str], name: str, *, description: str, provenance
     return weights
 
 
+def ship_int8(name: str, data: str, *, split: str = "train", num: int = 512, seed: int = 0,
+              evaluation: dict[str, Any] | None = None, out_dir: str | Path | None = None) -> Path:
+    """Quantise shipped model ``name`` to int8 and ship it beside its weights as ``<name>.int8.onnx``.
+
+    Calibration: ``num`` crops drawn with ``seed`` from ``split`` of dataset spec ``data`` (the crops the model
+    was trained on, e.g. ``cache:crops/fer64a0``), preprocessed as serving does. The model's ``.json`` gains
+    ``int8``: the file, its sha256, the hash of the weights it was quantised from (the ONNX Runtime backend of
+    :class:`~lightfer.classifier.ExpressionClassifier` uses it only for those weights), the calibration and
+    ``evaluation`` (measured figures to record). Returns the ``.onnx`` path.
+    """
+    import numpy as np
+
+    from lightfer.classifier import _state_hash
+    from lightfer.data import build_dataset
+    from lightfer.data.transforms import crops_to_input
+    from lightfer.export.quantize import quantize_int8
+    from lightfer.models.registry import create_model
+
+    out_dir = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
+    meta_path = out_dir / f"{name}.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: no shipped model {name!r} to quantise")
+    model = create_model(name, pretrained=True).eval()
+    ds = build_dataset(data, split)
+    if len(ds) == 0:
+        raise ValueError(f"{data} [{split}]: no calibration images")
+    idx = np.sort(np.random.default_rng(seed).choice(len(ds), min(num, len(ds)), replace=False))
+    calib = crops_to_input(np.asarray(ds.images)[idx], model.pretrained_cfg)
+    path = quantize_int8(model, out_dir / f"{name}.int8.onnx", calib)
+    meta = json.loads(meta_path.read_text())
+    meta["int8"] = {
+        "file": path.name, "sha256": _sha256(path), "state": _state_hash(model),
+        "format": "ONNX Runtime static quantisation, QDQ: int8 weights per channel, uint8 activations per tensor",
+        "calibration": f"{len(idx)} inputs of {data.split(':', 1)[0]} [{split}] drawn with seed {seed}",
+        **({"evaluation": evaluation} if evaluation else {}),
+    }
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    return path
+
+
 def reproduction_check(name: str, data: str, *, split: str = "test", limit: int = 500,
                        work_dir: str | Path | None = None, timeout: float = 1200) -> dict[str, Any]:
     """Score shipped model ``name`` on the first ``limit`` images of ``split`` of dataset spec ``data`` exactly as a
     user would: ``lightfer prepare --model NAME --limit N`` (the product's detector and aligner, crop size and mode
-    from the model's config), then ``lightfer eval NAME`` with the model's own TTA setting, each in a fresh process.
+    from the model's config), then ``lightfer eval NAME --backend onnx`` (ONNX Runtime as served, the model's own
+    TTA setting and its int8 file where it ships one), each in a fresh process.
 
     Returns ``{"data": <spec kind>, "split", "limit", "correct", "accuracy"}``: what ``provenance.check`` records
     when a model ships and what the test suite compares against later.
@@ -231,7 +278,7 @@ def reproduction_check(name: str, data: str, *, split: str = "test", limit: int 
         run("prepare", "--data", data, "--out", crops, "--splits", split, "--model", name, "--limit", limit,
             "--threads", 1, "--no-progress")
         run("eval", name, "--data", f"cache:{crops}", "--split", split, "--no-latency", "--threads", 1,
-            "--json", report)
+            "--backend", "onnx", "--json", report)  # as served: ONNX Runtime, a shipped int8 model where there is one
         r = json.loads(report.read_text())
     return {"data": data.split(":", 1)[0], "split": split, "limit": int(r["num_samples"]),
             "correct": int(round(r["accuracy"] * r["num_samples"])), "accuracy": float(r["accuracy"])}
