@@ -112,6 +112,8 @@ def test_server_wide_tta_reaches_the_loaded_model_and_v1_models():
     assert tta("--no-tta") is False and tta("--tta") is True and tta() is None
     assert _describe(DEFAULT_MODEL, False)["tta_flip"] is True
     assert _describe(DEFAULT_MODEL, False, False)["tta_flip"] is False
+    assert _describe("shufflenet_v2_x1_0_fer2013", False)["int8"] is True
+    assert _describe("fer_mini_xception", False)["int8"] is False
     assert default_factory(DEFAULT_MODEL, backend="torch", tta=False).classifier.tta_flip is False
     assert default_factory(DEFAULT_MODEL, backend="torch").classifier.tta_flip is True
 

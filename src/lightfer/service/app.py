@@ -273,7 +273,8 @@ def _body_limit(config: ServiceConfig, path: str) -> int | None:
 
 def _describe(name: str, loaded: bool, tta: bool | None = None) -> dict[str, Any]:
     """One entry of ``GET /v1/models``; ``tta_flip`` is what a request without ``?tta=`` gets (``tta``:
-    the server's ``--tta`` / ``--no-tta``, None for the model's own setting)."""
+    the server's ``--tta`` / ``--no-tta``, None for the model's own setting); ``int8``: the model ships an int8
+    quantisation, which the ONNX Runtime backend serves."""
     info: dict[str, Any] = {"name": name, "loaded": loaded}
     try:
         from lightfer.models import get_pretrained_cfg
@@ -283,7 +284,7 @@ def _describe(name: str, loaded: bool, tta: bool | None = None) -> dict[str, Any
         return info
     info.update(classes=list(cfg.classes), input_size=cfg.input_size, in_chans=cfg.in_chans,
                 description=cfg.description, weights=cfg.weights, license=cfg.license,
-                tta_flip=bool(cfg.tta_flip if tta is None else tta))
+                tta_flip=bool(cfg.tta_flip if tta is None else tta), int8=bool(cfg.int8_onnx))
     return info
 
 
