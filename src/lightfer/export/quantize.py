@@ -3,7 +3,7 @@
 Weights are quantised per output channel to int8 and activations per tensor to uint8, with ranges
 calibrated on real model inputs (QDQ format: ONNX Runtime fuses each quantise / dequantise pair into
 integer kernels; on CPUs with VNNI — AVX512-VNNI or AVX-VNNI — this runs the ShuffleNetV2 x1.0 about
-2.3x faster at batch 1, measured in docs/MODEL_CARD.md). Calibration needs representative inputs, so
+1.3x faster at batch 1, measured in docs/MODEL_CARD.md). Calibration needs representative inputs, so
 the quantised file is made once when a model ships and shipped beside its weights
 (:func:`lightfer.models.shipped.ship_int8`), never at run time.
 """
