@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "int8")
 
 
+def _int8_cpu() -> bool:
+    from lightfer.export.quantize import cpu_has_int8_dot
+
+    return cpu_has_int8_dot()
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``(N, C)`` logits."""
     z = logits - logits.max(axis=1, keepdims=True)
@@ -50,7 +56,8 @@ class ExpressionClassifier:
         tta_flip: average each crop's probabilities with its mirror's; ``None`` takes the model's
             ``pretrained_cfg.tta_flip`` (on for models trained and measured that way).
         precision: ONNX Runtime backend only. ``"auto"`` runs the model's shipped int8 quantisation
-            (``pretrained_cfg.int8_onnx``) when it has one and its weights are the ones it was quantised from,
+            (``pretrained_cfg.int8_onnx``) when it has one, its weights are the ones it was quantised from and
+            the CPU has 8-bit dot-product instructions (:func:`lightfer.export.quantize.cpu_has_int8_dot`),
             else float32; ``"int8"`` requires it; ``"fp32"`` always exports the float32 model. The torch
             backend always runs float32. ``self.precision`` says what runs.
     """
@@ -85,7 +92,9 @@ class ExpressionClassifier:
         if backend == "onnx":
             from lightfer.export.onnx import ort_session
 
-            path = self._int8_path(precision == "int8") if precision != "fp32" else None
+            path = None
+            if precision == "int8" or (precision == "auto" and _int8_cpu()):
+                path = self._int8_path(precision == "int8")
             if path is not None:
                 self.precision = "int8"
             self._sess = ort_session(path or self.ensure_onnx(), threads=threads)

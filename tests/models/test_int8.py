@@ -20,6 +20,12 @@ from .test_shipped import _tiny_run
 NAME = "tiny_int8_test"
 
 
+@pytest.fixture(autouse=True)
+def _int8_cpu(monkeypatch):
+    """These tests check serving, not the CPU: count this CPU as one with 8-bit dot products."""
+    monkeypatch.setenv("LIGHTFER_INT8", "1")
+
+
 @pytest.fixture(scope="module")
 def shipped_int8(tmp_path_factory):
     """A tiny trained model shipped with its int8 file in a temporary weights folder."""
@@ -138,3 +144,22 @@ def test_benchmark_reports_the_precision_it_ran():
     rows += run_all(default_image(), ["onnx"], [1], 1, "shufflenet_v2_x1_0_fer2013", tta=False, precision="fp32")
     assert [r["precision"] for r in rows] == ["int8", "fp32"] and all(r["faces"] == 4 for r in rows)
     assert "classifier in ONNX Runtime: int8" in format_table(rows[:1], machine_info(), default_image(), 1)
+
+
+def test_auto_runs_float32_on_a_cpu_without_int8_dot_products(shipped_int8, tmp_path, monkeypatch):
+    from lightfer.export.quantize import cpu_has_int8_dot
+
+    monkeypatch.delenv("LIGHTFER_INT8")
+    (tmp_path / "vnni").write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_vnni\n")
+    (tmp_path / "avx2").write_text("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
+    (tmp_path / "arm").write_text("Features : fp asimd asimddp\n")
+    assert cpu_has_int8_dot(tmp_path / "vnni") and cpu_has_int8_dot(tmp_path / "arm")
+    assert not cpu_has_int8_dot(tmp_path / "avx2")
+    monkeypatch.setenv("LIGHTFER_INT8", "0")
+    assert not cpu_has_int8_dot(tmp_path / "vnni")
+    assert ExpressionClassifier(NAME, backend="onnx", threads=1).precision == "fp32"  # auto: float32 here
+    assert ExpressionClassifier(NAME, backend="onnx", threads=1, precision="int8").precision == "int8"  # asked for
+    model = create_model(NAME, pretrained=True)
+    images = np.zeros((2, 32, 32), np.uint8)
+    ds = FERDataset(images, np.zeros(2), tuple(model.pretrained_cfg.classes), name="synthetic")
+    assert evaluate_classifier(model, ds, latency=False, backend="onnx")["precision"] == "fp32"

@@ -153,7 +153,9 @@ def _precision_used(model: nn.Module, backend: str, precision: str) -> str:
     """What :func:`predict_probs` runs: ``"int8"`` where ONNX Runtime takes the model's shipped quantisation."""
     from lightfer.eval.profile import shipped_int8_path
 
-    if backend != "onnx" or precision == "fp32":
+    from lightfer.export.quantize import cpu_has_int8_dot
+
+    if backend != "onnx" or precision == "fp32" or (precision == "auto" and not cpu_has_int8_dot()):
         return "fp32"
     return "int8" if shipped_int8_path(model) is not None else "fp32"
 

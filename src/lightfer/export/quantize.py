@@ -22,7 +22,29 @@ from lightfer.export.onnx import export_onnx
 
 log = logging.getLogger(__name__)
 
-__all__ = ["quantize_int8"]
+__all__ = ["quantize_int8", "cpu_has_int8_dot"]
+
+_INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")  # x86 VNNI / AMX, Arm dot product
+
+
+def cpu_has_int8_dot(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether the CPU has 8-bit dot-product instructions (x86 VNNI or AMX, Arm ``asimddp``).
+
+    Without them ONNX Runtime's uint8 x int8 kernels may saturate their 16-bit intermediate sums on x86
+    (AVX2 / AVX-512 without VNNI) and lose accuracy, and gain little speed; ``precision="auto"`` then runs
+    float32. Read from ``cpuinfo`` (Linux); Apple silicon counts as having them; anything else unknown as not.
+    ``LIGHTFER_INT8=1`` / ``0`` overrides the answer.
+    """
+    import platform
+
+    env = os.environ.get("LIGHTFER_INT8")
+    if env in ("0", "1"):
+        return env == "1"
+    try:
+        flags = set(Path(cpuinfo).read_text(errors="replace").lower().split())
+    except OSError:
+        return platform.system() == "Darwin" and platform.machine() == "arm64"
+    return any(f in flags for f in _INT8_DOT_FLAGS)
 
 
 def quantize_int8(model: nn.Module, path: str | Path, calib: np.ndarray, *, batch_size: int = 32) -> Path:
