@@ -129,7 +129,7 @@ def test_shipped_model_reproduces_its_recorded_check(name, shared_data, tmp_path
     fer = shared_data / "fer2013" / "fer2013.csv.gz"
     spec = {"fer2013": f"fer2013:{fer}", "ferplus": f"ferplus:{fer},{shared_data / 'ferplus' / 'fer2013new.csv'}"}
     got = shipped.reproduction_check(name, spec[check["data"]], split=check["split"], limit=check["limit"],
-                                     work_dir=tmp_path)
+                                     work_dir=tmp_path, precision=check.get("precision", "fp32"))
     assert got["limit"] == check["limit"]
     assert abs(got["correct"] - check["correct"]) <= 1, (got, check)
 

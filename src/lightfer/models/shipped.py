@@ -254,14 +254,16 @@ def ship_int8(name: str, data: str, *, split: str = "train", num: int = 512, see
 
 
 def reproduction_check(name: str, data: str, *, split: str = "test", limit: int = 500,
-                       work_dir: str | Path | None = None, timeout: float = 1200) -> dict[str, Any]:
+                       work_dir: str | Path | None = None, timeout: float = 1200,
+                       precision: str = "auto") -> dict[str, Any]:
     """Score shipped model ``name`` on the first ``limit`` images of ``split`` of dataset spec ``data`` exactly as a
     user would: ``lightfer prepare --model NAME --limit N`` (the product's detector and aligner, crop size and mode
     from the model's config), then ``lightfer eval NAME --backend onnx`` (ONNX Runtime as served, the model's own
     TTA setting and its int8 file where it ships one), each in a fresh process.
 
-    Returns ``{"data": <spec kind>, "split", "limit", "correct", "accuracy"}``: what ``provenance.check`` records
-    when a model ships and what the test suite compares against later.
+    ``precision`` is passed to ``lightfer eval --precision`` (``"int8"`` pins a shipped int8 file whatever the CPU).
+    Returns ``{"data": <spec kind>, "split", "limit", "correct", "accuracy", "precision"}``: what ``provenance.check``
+    records when a model ships and what the test suite compares against later.
     """
     import subprocess
     import sys
@@ -278,10 +280,11 @@ def reproduction_check(name: str, data: str, *, split: str = "test", limit: int 
         run("prepare", "--data", data, "--out", crops, "--splits", split, "--model", name, "--limit", limit,
             "--threads", 1, "--no-progress")
         run("eval", name, "--data", f"cache:{crops}", "--split", split, "--no-latency", "--threads", 1,
-            "--backend", "onnx", "--json", report)  # as served: ONNX Runtime, a shipped int8 model where there is one
+            "--backend", "onnx", "--precision", precision, "--json", report)  # as served: ONNX Runtime, a shipped int8 model where there is one
         r = json.loads(report.read_text())
     return {"data": data.split(":", 1)[0], "split": split, "limit": int(r["num_samples"]),
-            "correct": int(round(r["accuracy"] * r["num_samples"])), "accuracy": float(r["accuracy"])}
+            "correct": int(round(r["accuracy"] * r["num_samples"])), "accuracy": float(r["accuracy"]),
+            "precision": r.get("precision", "fp32")}
 
 
 register_shipped()
