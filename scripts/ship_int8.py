@@ -35,8 +35,6 @@ def main() -> None:
     from lightfer.models import create_model, shipped
 
     path = shipped.ship_int8(args.name, args.data, split=args.calib_split, num=args.num, seed=args.seed)
-    shipped._REGISTRY.pop(args.name, None)  # registered again with its new int8 file
-    shipped.register_shipped()
     model = create_model(args.name, pretrained=True)
     tta = bool(model.pretrained_cfg.tta_flip if args.tta is None else args.tta)
     evaluation = {}

@@ -15,18 +15,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightfer.defaults import DEFAULT_MODEL
+from lightfer.defaults import DEFAULT_MODEL, PRECISIONS
 from lightfer.models import PretrainedCfg, create_model, preprocess_crops
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "int8")
+def int8_file(model: nn.Module, precision: str = "auto") -> Path | None:
+    """The shipped int8 ONNX file the ONNX Runtime backend runs for ``model`` at ``precision``, else None.
 
+    ``"auto"``: the model's ``pretrained_cfg.int8_onnx`` when its weights are the ones it was quantised from and
+    the CPU has 8-bit dot-product instructions; ``"int8"``: the same whatever the CPU; ``"fp32"``: never.
+    (The file is not read here: :class:`ExpressionClassifier` checks its sha256 when it loads it.)
+    """
+    cfg = getattr(model, "pretrained_cfg", None)
+    if precision == "fp32" or cfg is None or not cfg.int8_onnx or cfg.int8_state != _state_hash(model):
+        return None
+    if precision == "auto":
+        from lightfer.export.quantize import cpu_has_int8_dot
 
-def _int8_cpu() -> bool:
-    from lightfer.export.quantize import cpu_has_int8_dot
-
-    return cpu_has_int8_dot()
+        if not cpu_has_int8_dot():
+            return None
+    return Path(cfg.int8_onnx)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -92,9 +101,7 @@ class ExpressionClassifier:
         if backend == "onnx":
             from lightfer.export.onnx import ort_session
 
-            path = None
-            if precision == "int8" or (precision == "auto" and _int8_cpu()):
-                path = self._int8_path(precision == "int8")
+            path = self._int8_path(precision)
             if path is not None:
                 self.precision = "int8"
             self._sess = ort_session(path or self.ensure_onnx(), threads=threads)
@@ -104,12 +111,10 @@ class ExpressionClassifier:
                 raise ValueError("precision='int8' needs the ONNX Runtime backend")
             self.model.to(device)
 
-    def _int8_path(self, required: bool) -> Path | None:
-        """The shipped int8 ONNX file for these weights (sha256-checked), or None where there is none to use."""
-        from lightfer.eval.profile import shipped_int8_path
-
+    def _int8_path(self, precision: str) -> Path | None:
+        """:func:`int8_file`, sha256-checked; with ``precision="int8"`` an error where there is none to use."""
         cfg = self.cfg
-        path = shipped_int8_path(self.model)
+        path = int8_file(self.model, precision)
         if path is not None:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: shipped int8 model missing from the package")
@@ -117,7 +122,7 @@ class ExpressionClassifier:
             if got != cfg.int8_sha256:
                 raise RuntimeError(f"{path}: sha256 {got} does not match {cfg.int8_sha256} recorded in its .json")
             return path
-        if required:
+        if precision == "int8":
             why = "ships no int8 model" if not cfg.int8_onnx else "has other weights than its int8 model was made from"
             raise ValueError(f"precision='int8': {self.name} {why}")
         return None

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from lightfer.defaults import DEFAULT_MODEL
+from lightfer.defaults import DEFAULT_MODEL, PRECISIONS
 
 EPILOG = """examples:
   lightfer benchmark                                  # bundled 640x480 4-face image, ONNX + torch, 1 and 2 threads
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="expression model")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="classify each face and its mirror (default: the model's own setting)")
-    p.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="ONNX Runtime classifier: a shipped int8 model where there is one (auto), or fp32 / int8")
     p.add_argument("--backends", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to measure")

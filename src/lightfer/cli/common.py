@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from lightfer.defaults import DEFAULT_MODEL
+from lightfer.defaults import DEFAULT_MODEL, PRECISIONS
 
 _threads_set = False
 
@@ -25,7 +25,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average each face with its mirror image (about twice the classify time); "
                    "default: as the model's published numbers were measured (tta_flip in its pretrained config)")
-    g.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="ONNX Runtime: 'auto' runs a model's shipped int8 quantisation where it has one, else "
                    "float32; 'fp32' always float32 (--backend torch is always float32)")
 

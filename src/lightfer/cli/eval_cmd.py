@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lightfer.cli.common import set_threads
+from lightfer.defaults import PRECISIONS
 
 if TYPE_CHECKING:
     from lightfer.data import FERDataset
@@ -66,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(the --compare model keeps its EMA)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="score in PyTorch (float32) or in ONNX Runtime as served (both models with --compare)")
-    p.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="--backend onnx: 'auto' takes a model's shipped int8 quantisation where it has one")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="only the first N samples (smoke runs)")

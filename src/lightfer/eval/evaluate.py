@@ -151,13 +151,9 @@ def model_cost(model: nn.Module, latency: bool = True, repeats: int = 30, onnx: 
 
 def _precision_used(model: nn.Module, backend: str, precision: str) -> str:
     """What :func:`predict_probs` runs: ``"int8"`` where ONNX Runtime takes the model's shipped quantisation."""
-    from lightfer.eval.profile import shipped_int8_path
+    from lightfer.classifier import int8_file
 
-    from lightfer.export.quantize import cpu_has_int8_dot
-
-    if backend != "onnx" or precision == "fp32" or (precision == "auto" and not cpu_has_int8_dot()):
-        return "fp32"
-    return "int8" if shipped_int8_path(model) is not None else "fp32"
+    return "int8" if backend == "onnx" and int8_file(model, precision) is not None else "fp32"
 
 
 def check_same_samples(a: FERDataset, b: FERDataset) -> None:

@@ -113,16 +113,6 @@ def time_onnx_file(
     return statistics.median(times)
 
 
-def shipped_int8_path(model: nn.Module) -> Path | None:
-    """The model's shipped int8 ONNX file when it has one for exactly these weights, else None."""
-    cfg = getattr(model, "pretrained_cfg", None)
-    if cfg is None or not cfg.int8_onnx:
-        return None
-    from lightfer.classifier import _state_hash
-
-    return Path(cfg.int8_onnx) if cfg.int8_state == _state_hash(model) else None
-
-
 def profile_model(
     name: str, *, input_size: int | None = None, in_chans: int | None = None, latency: bool = True,
     onnx: bool = False, repeats: int = 20, clock: str = "wall", model_kwargs: dict[str, Any] | None = None,

@@ -221,7 +221,8 @@ def ship_int8(name: str, data: str, *, split: str = "train", num: int = 512, see
     was trained on, e.g. ``cache:crops/fer64a0``), preprocessed as serving does. The model's ``.json`` gains
     ``int8``: the file, its sha256, the hash of the weights it was quantised from (the ONNX Runtime backend of
     :class:`~lightfer.classifier.ExpressionClassifier` uses it only for those weights), the calibration and
-    ``evaluation`` (measured figures to record). Returns the ``.onnx`` path.
+    ``evaluation`` (measured figures to record). The model is registered again with its int8 file. Returns the
+    ``.onnx`` path.
     """
     import numpy as np
 
@@ -250,6 +251,9 @@ def ship_int8(name: str, data: str, *, split: str = "train", num: int = 512, see
         **({"evaluation": evaluation} if evaluation else {}),
     }
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    if out_dir == WEIGHTS_DIR or name in _REGISTRY:  # registered again, now with its int8 file
+        _REGISTRY.pop(name, None)
+        _register(meta_path)
     return path
 
 
