@@ -23,6 +23,7 @@ SMALL: dict[str, dict] = {
     "resnet18": dict(input_size=32),
     "eff_resnet18": dict(input_size=32),
     "shufflenet_v2_x0_5": dict(input_size=32),
+    "shufflenet_v2_x0_75": dict(input_size=32),
     "shufflenet_v2_x1_0": dict(input_size=32),
     "shufflenet_v2_x1_5": dict(input_size=32),
     "shufflenet_v2_x2_0": dict(input_size=32),
@@ -65,6 +66,7 @@ def test_param_counts_match_references(name: str) -> None:
 
 def test_shufflenet_x1_is_seed_size_and_swin_widths() -> None:
     assert 1.25e6 < count_params(create_model("shufflenet_v2_x1_0")) < 1.27e6  # seed 001: ~1.26M
+    assert count_params(create_model("shufflenet_v2_x0_75")) == 823_575  # lightfer's own width, between x0.5 and x1.0
     # SwinV2 T/S/B at ImageNet: 28.3M / 49.7M / 87.9M with 1000 classes (timm); 7 classes and gray here.
     for name, ref, dim in (("swinv2_tiny", 28.3e6, 768), ("swinv2_small", 49.7e6, 768), ("swinv2_base", 87.9e6, 1024)):
         n = count_params(create_model(name, in_chans=3))

@@ -22,6 +22,7 @@ from lightfer.models.registry import PretrainedCfg, register_model
 
 STAGE_OUT: dict[float, tuple[int, ...]] = {
     0.5: (24, 48, 96, 192, 1024),
+    0.75: (24, 88, 176, 352, 1024),  # not in the ShuffleNetV2 paper: lightfer's width between the two it ships
     1.0: (24, 116, 232, 464, 1024),
     1.5: (24, 176, 352, 704, 1024),
     2.0: (24, 244, 488, 976, 2048),
@@ -73,7 +74,7 @@ class InvertedResidual(nn.Module):
 
 
 class ShuffleNetV2(nn.Module):
-    """ShuffleNetV2 classifier ``(B, C, S, S) -> (B, K)``; ``width`` in {0.5, 1.0, 1.5, 2.0}."""
+    """ShuffleNetV2 classifier ``(B, C, S, S) -> (B, K)``; ``width`` in {0.5, 0.75, 1.0, 1.5, 2.0}."""
 
     def __init__(
         self, width: float = 1.0, *, in_chans: int = 1, num_classes: int = 7, img_size: int = 112,
@@ -139,6 +140,12 @@ def _cfg(width: float) -> PretrainedCfg:
 def shufflenet_v2_x0_5(num_classes: int = 7, in_chans: int = 1, **kwargs: Any) -> ShuffleNetV2:
     """ShuffleNetV2 x0.5."""
     return _make(0.5, num_classes, in_chans, kwargs)
+
+
+@register_model(_cfg(0.75))
+def shufflenet_v2_x0_75(num_classes: int = 7, in_chans: int = 1, **kwargs: Any) -> ShuffleNetV2:
+    """ShuffleNetV2 x0.75 (stage widths 88 / 176 / 352, ~0.82M parameters with 7 classes): between x0.5 and x1.0."""
+    return _make(0.75, num_classes, in_chans, kwargs)
 
 
 @register_model(_cfg(1.0))
