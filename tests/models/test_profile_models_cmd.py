@@ -38,6 +38,18 @@ def test_profile_model_matches_direct_counts() -> None:
     assert teacher.flops > 10 * student.flops and teacher.params > 10 * student.params
 
 
+def test_profile_batch_times_calls_and_keeps_flops_per_face() -> None:
+    one = profile_model("shufflenet_v2_x0_5", input_size=48, latency=False)
+    two = profile_model("shufflenet_v2_x0_5", input_size=48, repeats=2, onnx=True, batch=2)
+    assert two.batch == 2 and one.batch == 1 and two.flops == one.flops  # FLOPs per face, not per call
+    assert two.torch_ms is not None and two.torch_ms > 0 and two.onnx_ms is not None and two.onnx_ms > 0
+    # a shipped int8 file takes the batch of 2 too (its batch axis is dynamic)
+    shipped = profile_model("shufflenet_v2_x1_0_fer2013", repeats=2, onnx=True, batch=2, latency=False)
+    assert shipped.onnx_int8_ms is not None and shipped.onnx_int8_ms > 0 and shipped.batch == 2
+    with pytest.raises(ValueError, match="batch"):
+        profile_model("shufflenet_v2_x0_5", batch=0)
+
+
 def _run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     models_cmd.register(parser.add_subparsers())
@@ -61,6 +73,10 @@ def test_models_verb_outputs(capsys, tmp_path) -> None:
     assert _run(["swinv2_student_64", "--no-latency", "--markdown", "--threads", threads]) == 0
     md = capsys.readouterr().out
     assert "| swinv2_student_64 | 1x64 |" in md and "| - | - |" in md
+    assert _run(["shufflenet_v2_x0_5", "--repeats", "2", "--batch", "2", "--threads", threads, "--json", str(out)]) == 0
+    assert "per call of 2 faces" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert saved["batch"] == 2 and saved["models"][0]["batch"] == 2 and saved["models"][0]["torch_ms"] > 0
 
 
 def test_cpu_clock() -> None:
@@ -74,7 +90,7 @@ def test_cpu_clock() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["no_such_model"], ["--filter", "zzz"], ["--threads", "0"], ["--clock", "cpu", "--threads", "2"]]
+    "argv", [["no_such_model"], ["--filter", "zzz"], ["--threads", "0"], ["--batch", "0"], ["--clock", "cpu", "--threads", "2"]]
 )
 def test_models_verb_errors(argv: list[str], capsys) -> None:
     assert _run(argv) == 2

@@ -12,6 +12,7 @@ EPILOG = """examples:
   lightfer models --filter swinv2 --no-latency      # params and FLOPs only (fast)
   lightfer models --markdown > table.md             # a Markdown table (as in docs/models.md)
   lightfer models --clock cpu --onnx                # CPU time of 1 thread: stable on a busy machine
+  lightfer models shufflenet_v2_x0_5_fer2013 --onnx --batch 2   # one face with flip TTA (two crops per call)
   lightfer models shufflenet_v2_x1_0 --input-size 48 --json -"""
 
 
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list the expression models with params, FLOPs and CPU latency",
         description="List every registered expression classifier at its default input (or --input-size): "
         "parameters, FLOPs per face (torch.utils.flop_counter, 2 x multiply-adds) and CPU latency per face "
-        "(batch 1, median of --repeats after warm-up; torch threads set once from --threads).",
+        "(batch 1 unless --batch, median of --repeats after warm-up; torch threads set once from --threads).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -31,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--names-only", action="store_true", help="print the names and exit")
     p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per model; the median is shown (default 20)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="faces per timed call (default 1; 2 = the cost of one face with flip TTA); FLOPs stay per face")
     p.add_argument("--input-size", type=int, default=None, help="square input side instead of each default")
     p.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall",
@@ -56,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"lightfer models: unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
         return 2
-    if args.threads < 1 or args.repeats < 1:
-        print("lightfer models: --threads and --repeats must be >= 1", file=sys.stderr)
+    if args.threads < 1 or args.repeats < 1 or args.batch < 1:
+        print("lightfer models: --threads, --repeats and --batch must be >= 1", file=sys.stderr)
         return 2
     if args.clock == "cpu" and args.threads != 1:
         print("lightfer models: --clock cpu measures one thread; use --threads 1", file=sys.stderr)
@@ -80,10 +83,12 @@ def run(args: argparse.Namespace) -> int:
     if torch.get_num_threads() != args.threads:
         torch.set_num_threads(args.threads)  # once per process, before any timing
     rows = []
+    if args.batch > 1 and not args.markdown and args.json != "-":
+        print(f"latencies in ms per call of {args.batch} faces (FLOPs per face)")
     for n in names:
         prof = profile_model(
             n, input_size=args.input_size, latency=not args.no_latency, onnx=args.onnx, repeats=args.repeats,
-            clock=args.clock,
+            clock=args.clock, batch=args.batch,
         )
         row = prof.to_dict()
         row["description"] = get_pretrained_cfg(n).description
@@ -96,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
     if args.markdown:
-        print(f"CPU latency per face, batch 1, {args.threads} thread(s), median of {args.repeats}, {args.clock} clock.\n")
-        print("| model | input | params | GFLOPs | torch ms/face | ORT ms/face | notes |")
+        what = "per face, batch 1" if args.batch == 1 else f"per call of {args.batch} faces"
+        print(f"CPU latency {what}, {args.threads} thread(s), median of {args.repeats}, {args.clock} clock.\n")
+        unit = "ms/face" if args.batch == 1 else f"ms/call of {args.batch}"
+        print(f"| model | input | params | GFLOPs | torch {unit} | ORT {unit} | notes |")
         print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
         for r in rows:
             print(
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 + f"{r['description']} |"
             )
     if args.json:
-        text = json.dumps({"threads": args.threads, "clock": args.clock, "models": rows}, indent=2)
+        text = json.dumps({"threads": args.threads, "clock": args.clock, "batch": args.batch, "models": rows}, indent=2)
         if args.json == "-":
             print(text)
         else:

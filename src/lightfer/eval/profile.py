@@ -3,8 +3,9 @@
 FLOPs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` on one forward pass of a
 batch-1 input; it counts 2 FLOPs per multiply-add of matmuls and convolutions (so "FLOPs" here is
 twice the "MACs" many papers print) and ignores element-wise ops. Latency is the median over
-repeats of a batch-1 forward after warm-up, with whatever torch thread count the process set
-(set it once, e.g. from ``lightfer models --threads``); the library never changes it.
+repeats of a forward after warm-up, batch 1 unless ``batch`` says otherwise (batch 2 is the cost of one face
+with flip TTA), with whatever torch thread count the process set (set it once, e.g. from
+``lightfer models --threads``); the library never changes it.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ModelProfile:
-    """Cost of one model at one input size (latencies in ms per face, batch 1)."""
+    """Cost of one model at one input size (latencies in ms per forward call of ``batch`` faces)."""
 
     name: str
     input_size: int
@@ -36,6 +37,7 @@ class ModelProfile:
     onnx_int8_ms: float | None = None  # the shipped int8 quantisation (lightfer.export.quantize), where there is one
     threads: int | None = None
     clock: str = "wall"  # "wall" or "cpu" (thread CPU time), see the module docstring
+    batch: int = 1  # faces per timed call (2 = one face with flip TTA); FLOPs stay per face
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
@@ -116,8 +118,14 @@ def time_onnx_file(
 def profile_model(
     name: str, *, input_size: int | None = None, in_chans: int | None = None, latency: bool = True,
     onnx: bool = False, repeats: int = 20, clock: str = "wall", model_kwargs: dict[str, Any] | None = None,
+    batch: int = 1,
 ) -> ModelProfile:
-    """Build the registered model ``name`` and measure its cost at its default (or the given) input."""
+    """Build the registered model ``name`` and measure its cost at its default (or the given) input.
+
+    FLOPs are per face (a batch-1 input); latencies are per call on ``(batch, C, S, S)`` inputs.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     from lightfer.models import count_params, create_model
 
     kw: dict[str, Any] = dict(model_kwargs or {})
@@ -128,10 +136,10 @@ def profile_model(
     model = create_model(name, **kw).eval()
     cfg = model.pretrained_cfg
     torch.manual_seed(0)
-    example = torch.randn(1, cfg.in_chans, cfg.input_size, cfg.input_size)
+    example = torch.randn(batch, cfg.in_chans, cfg.input_size, cfg.input_size)
     prof = ModelProfile(
         name=name, input_size=cfg.input_size, in_chans=cfg.in_chans, params=count_params(model),
-        flops=count_flops(model, example), threads=torch.get_num_threads(), clock=clock,
+        flops=count_flops(model, example[:1]), threads=torch.get_num_threads(), clock=clock, batch=batch,
     )
     if latency:
         prof.torch_ms = time_torch(model, example, repeats=repeats, clock=clock)
