@@ -98,11 +98,12 @@ def test_tta_query_applies_per_request_only(make_client, gray_image):
 
 def test_server_wide_tta_reaches_the_loaded_model_and_v1_models():
     """``lightfer serve --no-tta`` / ``--tta`` sets every loaded model's flip TTA and what /v1/models reports;
-    without either option each model keeps its own ``tta_flip`` (the shipped default's is on)."""
+    without either option each model keeps its own ``tta_flip``."""
     import argparse
 
     from lightfer.cli import serve
     from lightfer.defaults import DEFAULT_MODEL
+    from lightfer.models import get_pretrained_cfg
     from lightfer.service.app import _describe
     from lightfer.service.engine import default_factory
 
@@ -110,12 +111,16 @@ def test_server_wide_tta_reaches_the_loaded_model_and_v1_models():
     serve.register(root.add_subparsers())
     tta = lambda *a: serve._config(root.parse_args(["serve", *a])).tta  # noqa: E731
     assert tta("--no-tta") is False and tta("--tta") is True and tta() is None
-    assert _describe(DEFAULT_MODEL, False)["tta_flip"] is True
-    assert _describe(DEFAULT_MODEL, False, False)["tta_flip"] is False
+    own = bool(get_pretrained_cfg(DEFAULT_MODEL).tta_flip)  # each model keeps its own setting without an option
+    assert _describe(DEFAULT_MODEL, False)["tta_flip"] is own
+    assert _describe(DEFAULT_MODEL, False, not own)["tta_flip"] is (not own)
+    with_tta = "shufflenet_v2_x1_0_fer2013"  # a shipped model served with flip TTA
+    assert _describe(with_tta, False)["tta_flip"] is True and _describe(with_tta, False, False)["tta_flip"] is False
     assert _describe("shufflenet_v2_x1_0_fer2013", False)["int8"] is True
     assert _describe("fer_mini_xception", False)["int8"] is False
-    assert default_factory(DEFAULT_MODEL, backend="torch", tta=False).classifier.tta_flip is False
-    assert default_factory(DEFAULT_MODEL, backend="torch").classifier.tta_flip is True
+    assert default_factory(with_tta, backend="torch", tta=False).classifier.tta_flip is False
+    assert default_factory(with_tta, backend="torch").classifier.tta_flip is True
+    assert default_factory(DEFAULT_MODEL, backend="torch").classifier.tta_flip is own
 
 
 def test_model_query_loads_each_model_once(make_client, gray_image):
