@@ -111,6 +111,18 @@ def test_layouts_and_token_grid_matching() -> None:
         md([x], [])
 
 
+def test_student_and_teacher_layouts_can_differ() -> None:
+    """A Swin student's (B, H, W, C) stages against a CNN teacher's (B, C, H, W) maps."""
+    torch.manual_seed(5)
+    s, t = torch.randn(3, 4, 4, 6), torch.randn(3, 9, 4, 4)  # student nhwc, teacher nchw
+    mixed = ManifoldDistillation(1.0, 1.0, 0.0, layout="nhwc", teacher_layout="nchw")
+    same = ManifoldDistillation(1.0, 1.0, 0.0, layout="nchw")
+    assert mixed([s], [t]).item() == pytest.approx(same([s.permute(0, 3, 1, 2)], [t]).item(), rel=1e-6)
+    # read with one layout for both, the teacher's channels would be taken for rows of tokens: a different loss
+    wrong = ManifoldDistillation(1.0, 1.0, 0.0, layout="nhwc")
+    assert wrong([s], [t]).item() != pytest.approx(mixed([s], [t]).item(), rel=1e-3)
+
+
 def test_autograd_never_holds_a_full_relation_map() -> None:
     n, chunk = 1024, 64  # a 32×32-token stage
     fs = torch.randn(2, n, 8, requires_grad=True)

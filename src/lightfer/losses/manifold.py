@@ -119,7 +119,9 @@ class ManifoldDistillation(nn.Module):
         lambda_intra / lambda_inter / lambda_rand: weights of the three relation losses.
         num_samples: K, tokens drawn from the B·N pool for the random-sampled loss.
         chunk: rows per chunk of each relation map (bounds memory; the value does not change the result).
-        layout: how 4-D features are laid out (see :func:`to_tokens`).
+        layout: how the student's 4-D features are laid out (see :func:`to_tokens`).
+        teacher_layout: the teacher's, when it differs (e.g. ``nchw`` maps of a CNN teacher for a Swin
+            student's ``nhwc`` stages); ``None``: the same as ``layout``.
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class ManifoldDistillation(nn.Module):
         num_samples: int = 192,
         chunk: int = 256,
         layout: str = "auto",
+        teacher_layout: str | None = None,
     ) -> None:
         super().__init__()
         if min(lambda_intra, lambda_inter, lambda_rand) < 0:
@@ -138,12 +141,13 @@ class ManifoldDistillation(nn.Module):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         self.lambda_intra, self.lambda_inter, self.lambda_rand = float(lambda_intra), float(lambda_inter), float(lambda_rand)
         self.num_samples, self.chunk, self.layout = int(num_samples), int(chunk), layout
+        self.teacher_layout = layout if teacher_layout is None else teacher_layout
 
     def layer_losses(
         self, fs: torch.Tensor, ft: torch.Tensor, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         """Unweighted ``intra``, ``inter``, ``rand`` losses of one layer pair ``(B, N, D_s)``/``(B, N, D_t)``."""
-        fs, ft = to_tokens(fs, self.layout), to_tokens(ft.detach(), self.layout)
+        fs, ft = to_tokens(fs, self.layout), to_tokens(ft.detach(), self.teacher_layout)
         if fs.shape[0] != ft.shape[0]:
             raise ValueError(f"student batch {fs.shape[0]} != teacher batch {ft.shape[0]}")
         fs, ft = _match_tokens(fs, ft)

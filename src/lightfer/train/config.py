@@ -85,6 +85,7 @@ class LossConfig:
     md_chunk: int = 256  # rows per chunk of the relation maps
     md_layers: list[list[str]] = field(default_factory=list)  # [[student_module, teacher_module], …]
     md_layout: str = "auto"  # token layout of hooked features: auto | nlc | nchw | nhwc
+    md_teacher_layout: str | None = None  # the teacher's, when it differs (a CNN teacher of a Swin student); None: md_layout
     fpdls: bool = False  # use (F-)PDLS instead of CE for the hard-label term
     fpdls_alpha: float = 0.9  # α of PDLS (weight of the one-hot target)
     fpdls_gamma: float = 2.0  # γ focal exponent (0: PDLS)
@@ -269,6 +270,7 @@ _CHOICES = {
     ("schedule", "name"): ("cosine", "step", "plateau", "none"),
     ("schedule", "plateau_metric"): ("val_loss", "val_acc"),
     ("loss", "md_layout"): ("auto", "nlc", "nchw", "nhwc"),
+    ("loss", "md_teacher_layout"): ("auto", "nlc", "nchw", "nhwc", None),
 }
 
 
@@ -277,7 +279,7 @@ def validate(cfg: TrainConfig) -> None:
     for (sec, key), choices in _CHOICES.items():
         val = getattr(getattr(cfg, sec), key)
         if val not in choices:
-            raise ConfigError(f"{sec}.{key} = {val!r}; choose one of {', '.join(choices)}")
+            raise ConfigError(f"{sec}.{key} = {val!r}; choose one of {', '.join(map(str, choices))}")
     if cfg.amp not in ("none", "bf16", "fp16"):
         raise ConfigError(f"amp = {cfg.amp!r}; choose none, bf16 or fp16")
     if cfg.epochs < 1 or cfg.batch_size < 1:
