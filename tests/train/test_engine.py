@@ -3,6 +3,7 @@ teacher logits, manifold distillation, SAM + F-PDLS + EMA + plateau, soft target
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,7 @@ def test_resume_is_bit_for_bit(tmp_path: Path, tiny, variant: str) -> None:
     ]
 
 
-def test_kd_with_precomputed_teacher_logits(tmp_path: Path, tiny) -> None:
+def test_kd_with_precomputed_teacher_logits(tmp_path: Path, tiny, caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     teacher = tiny(width=16)
     cfg = _cfg(tmp_path / "kd", loss={"task": "kd", "kd_temperature": 8.0, "kd_alpha": 0.4},
@@ -114,7 +115,14 @@ def test_kd_with_precomputed_teacher_logits(tmp_path: Path, tiny) -> None:
     class Boom(torch.nn.Module):
         def forward(self, x):  # the second run must read the file, not run the teacher
             raise AssertionError("teacher ran although its logits were precomputed")
-    main(cfg, model=tiny(), teacher=Boom())
+    with caplog.at_level(logging.WARNING, logger="lightfer"):
+        main(cfg, model=tiny(), teacher=Boom())
+    assert "using the file" not in caplog.text
+    other = _cfg(tmp_path / "kd3", loss={"task": "kd"}, epochs=1,
+                 teacher={"name": "another", "tta_flip": True, "logits_file": str(tmp_path / "t_logits.pt")})
+    with caplog.at_level(logging.WARNING, logger="lightfer"):
+        main(other, model=tiny(), teacher=Boom())  # the file still wins, and the log says it differs
+    assert "without flip averaging" in caplog.text and "made by teacher 'unused_here'" in caplog.text
     bad = _cfg(tmp_path / "kd2", loss={"task": "kd"}, data={"synthetic_size": 256},
                teacher={"name": "x", "logits_file": str(tmp_path / "t_logits.pt")}, epochs=1)
     with pytest.raises(ValueError, match="do not fit 256 samples"):

@@ -127,7 +127,21 @@ def teacher_logits_table(teacher: nn.Module, ds: Dataset, cfg: TrainConfig, devi
         got = None if logits is None else tuple(logits.shape)
         raise ValueError(f"{path}: teacher logits of shape {got} do not fit {n} samples x {num_classes} classes; "
                          "delete the file to recompute")
+    if compute and isinstance(obj, dict):
+        _warn_if_other_teacher(path, obj, cfg)
     return logits.float()
+
+
+def _warn_if_other_teacher(path: Path, meta: dict, cfg: TrainConfig) -> None:
+    """Log a warning when a reused logits file was made by another teacher or flip setting than the config's
+    (files from ``scripts/teacher_logits.py`` may hold an ensemble on purpose: the file wins, the log says so)."""
+    t = cfg.teacher
+    if "flip" in meta and bool(meta["flip"]) != bool(t.tta_flip):
+        log.warning("%s holds logits %s flip averaging, the config says teacher.tta_flip = %s: using the file",
+                    path, "with" if meta["flip"] else "without", t.tta_flip)
+    if meta.get("teacher") and meta["teacher"] not in (t.name, t.checkpoint):
+        log.warning("%s was made by teacher %r, the config names %r: using the file", path, meta["teacher"],
+                    t.checkpoint or t.name)
 
 
 def build_criterion(cfg: TrainConfig, train_ds: Dataset, num_classes: int, teacher: nn.Module | None,
