@@ -263,14 +263,15 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
+_MD_LAYOUTS = ("auto", "nlc", "nchw", "nhwc")  # token layouts of hooked features (losses.manifold.to_tokens)
 _CHOICES = {
     ("loss", "task"): ("supervised", "kd", "manifold"),
     ("data", "target"): ("hard", "soft"),
     ("optim", "name"): ("sgd", "adamw"),
     ("schedule", "name"): ("cosine", "step", "plateau", "none"),
     ("schedule", "plateau_metric"): ("val_loss", "val_acc"),
-    ("loss", "md_layout"): ("auto", "nlc", "nchw", "nhwc"),
-    ("loss", "md_teacher_layout"): ("auto", "nlc", "nchw", "nhwc", None),
+    ("loss", "md_layout"): _MD_LAYOUTS,
+    ("loss", "md_teacher_layout"): (*_MD_LAYOUTS, None),
 }
 
 
