@@ -147,6 +147,30 @@ def test_manifold_distillation_run(tmp_path: Path, tiny) -> None:
         main(bad, model=tiny(), teacher=tiny())
 
 
+def test_manifold_distillation_with_precomputed_teacher_logits(tmp_path: Path, tiny) -> None:
+    """task manifold + teacher.logits_file: the KD term reads the file, the teacher still runs for its features."""
+    torch.manual_seed(0)
+    file = tmp_path / "t_logits.pt"
+    loss = {"task": "manifold", "kd_alpha": 0.5, "md_beta": 2.0, "md_samples": 64,
+            "md_layers": [["features.2", "features.2"]]}
+    teacher = tiny(width=12)
+    calls = []
+    teacher.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    main(_cfg(tmp_path / "a", loss=loss, teacher={"name": "t", "logits_file": str(file)}, epochs=1),
+         model=tiny(), teacher=teacher)
+    table = torch.load(file, weights_only=False)
+    assert table["logits"].shape == (512, 7)
+    assert sum(calls) > 512  # the table (512 images) and then every training batch for the features
+    first = _rows(tmp_path / "a")[0]
+    assert float(first["train_loss_md"]) > 0
+    table["logits"] = torch.zeros_like(table["logits"]).index_fill_(1, torch.tensor([0]), 30.0)  # all "class 0"
+    torch.save(table, file)
+    main(_cfg(tmp_path / "b", loss=loss, teacher={"name": "t", "logits_file": str(file)}, epochs=1),
+         model=tiny(), teacher=tiny(width=12))
+    second = _rows(tmp_path / "b")[0]
+    assert float(second["train_loss_kd"]) > 2 * float(first["train_loss_kd"])  # the KD targets came from the file
+
+
 def test_sam_fpdls_ema_plateau_run(tmp_path: Path, tiny) -> None:
     torch.manual_seed(0)
     cfg = _cfg(tmp_path, optim={"name": "sgd", "lr": 0.05, "sam": True, "sam_adaptive": True, "sam_rho": 0.5},

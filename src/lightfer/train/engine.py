@@ -267,14 +267,16 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         teacher.to(device).eval().requires_grad_(False)
     criterion = build_criterion(cfg, train_ds, k, teacher, device)
     t_logits = None
-    if cfg.loss.task == "kd" and cfg.teacher.logits_file:
+    if cfg.loss.task in ("kd", "manifold") and cfg.teacher.logits_file:
         assert teacher is not None
         if rank == 0:
             teacher_logits_table(teacher, train_ds, cfg, device, cfg.teacher.logits_file, k)
         if world > 1:
             dist.barrier()
         t_logits = teacher_logits_table(teacher, train_ds, cfg, device, cfg.teacher.logits_file, k, compute=False)
-        teacher = None  # the logits are reused; the teacher is not needed any more
+        if cfg.loss.task == "kd":
+            teacher = None  # the logits are reused; the teacher is not needed any more
+        # manifold: the KD term reads the file, the teacher still runs online for its features
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
     task = build_task(cfg, model, teacher, criterion).to(device)
     if cfg.amp == "fp16" and device.type != "cuda":
