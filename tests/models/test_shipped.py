@@ -102,10 +102,15 @@ def test_shipped_models_register_whatever_is_imported_first():
 SHIPPED = sorted(p.stem for p in shipped.WEIGHTS_DIR.glob("*.json"))
 
 
+def _meta(name: str) -> dict:
+    """The shipped model's ``.json`` record."""
+    return json.loads((shipped.WEIGHTS_DIR / f"{name}.json").read_text())
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_model_loads_and_documents_itself(name):
     """Each pair in ``lightfer/weights`` loads (sha256 checked), declares how it is served and how it was made."""
-    meta = json.loads((shipped.WEIGHTS_DIR / f"{name}.json").read_text())
+    meta = _meta(name)
     assert meta["name"] == name
     model = create_model(name, pretrained=True).eval()
     cfg = model.pretrained_cfg
@@ -120,7 +125,7 @@ def test_every_shipped_model_loads_and_documents_itself(name):
 
 
 CHECKS = [(n, key) for n in SHIPPED for key in ("check", "check_int8")
-          if key in json.loads((shipped.WEIGHTS_DIR / f"{n}.json").read_text())["provenance"]]
+          if key in _meta(n)["provenance"]]
 
 
 @pytest.mark.parametrize("name,key", CHECKS)
@@ -135,7 +140,7 @@ def test_shipped_model_reproduces_its_recorded_check(name, key, shared_data, tmp
     VNNI machines), while a broken quantisation or calibration moves far more."""
     from lightfer.export.quantize import cpu_has_int8_dot
 
-    check = json.loads((shipped.WEIGHTS_DIR / f"{name}.json").read_text())["provenance"][key]
+    check = _meta(name)["provenance"][key]
     precision = check.get("precision", "fp32")
     if precision == "int8" and not cpu_has_int8_dot():
         pytest.skip("no 8-bit dot products on this CPU: the int8 file is not served here")
