@@ -5,6 +5,12 @@
 Calibrates on --num crops of --calib-split (the training crops), then scores the int8 model as served
 (ONNX Runtime, the model's own TTA setting unless --tta / --no-tta) on --eval-splits and records those figures
 with the calibration under ``int8`` in the model's .json (lightfer.models.shipped.ship_int8).
+
+With ``--check-data`` (e.g. ``fer2013:../shared/data/fer2013/fer2013.csv.gz``) it also records
+``provenance.check_int8``: the correct predictions of the int8 file on the first ``--check-limit`` test images through
+``lightfer prepare`` + ``lightfer eval --precision int8`` as a user runs them (lightfer.models.shipped.reproduction_check).
+The test suite re-runs it on CPUs that serve int8 files, with 1% slack: ONNX Runtime's int8 kernels differ by a few
+images between CPUs, so record it on the kind of CPU the suite runs on.
 """
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ def main() -> None:
     ap.add_argument("--eval-splits", default="val,test", help="splits to score the int8 model on ('' = none)")
     ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--check-data", help="dataset spec of the int8 reproduction check (provenance.check_int8)")
+    ap.add_argument("--check-limit", type=int, default=500, help="images of the test split in the check")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -49,6 +57,11 @@ def main() -> None:
     meta = json.loads(meta_path.read_text())
     meta["int8"]["evaluation"] = {**evaluation, "command": f"lightfer eval {args.name} --backend onnx --data "
                                                          f"{args.data} --split {args.eval_splits}"}
+    if args.check_data:
+        check = shipped.reproduction_check(args.name, args.check_data, limit=args.check_limit, precision="int8")
+        meta["provenance"]["check_int8"] = {k: check[k] for k in ("data", "split", "limit", "correct", "precision")}
+        print(f"{args.name} int8 check: {check['correct']} / {check['limit']} correct on {check['data']} "
+              f"{check['split']}")
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     print(f"wrote {path} and its record in {meta_path}")
 

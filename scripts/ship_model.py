@@ -64,9 +64,9 @@ def main() -> int:
                                           crop_mode=a.crop_mode, crop_margin=a.crop_margin, tta_flip=a.tta,
                                           use_ema=not a.no_ema)
     meta_path = weights.with_suffix(".json")
-    check = shipped.reproduction_check(a.name, a.check_data, limit=a.check_limit)
+    check = shipped.reproduction_check(a.name, a.check_data, limit=a.check_limit, precision="fp32")
     meta = json.loads(meta_path.read_text())
-    meta["provenance"]["check"] = {k: check[k] for k in ("data", "split", "limit", "correct")}
+    meta["provenance"]["check"] = {k: check[k] for k in ("data", "split", "limit", "correct", "precision")}
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     print(f"{weights} ({weights.stat().st_size / 1e6:.2f} MB); check: {check['correct']} / {check['limit']} "
           f"correct ({check['accuracy']:.2%}) on {check['data']} {check['split']}")
