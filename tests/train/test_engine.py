@@ -155,7 +155,7 @@ def test_manifold_distillation_with_precomputed_teacher_logits(tmp_path: Path, t
             "md_layers": [["features.2", "features.2"]]}
     teacher = tiny(width=12)
     calls = []
-    teacher.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    teacher.register_forward_pre_hook(lambda m, i: calls.append(i[0].shape[0]))  # counts cut-short passes too
     main(_cfg(tmp_path / "a", loss=loss, teacher={"name": "t", "logits_file": str(file)}, epochs=1),
          model=tiny(), teacher=teacher)
     table = torch.load(file, weights_only=False)
@@ -348,3 +348,30 @@ def test_kd_from_a_shipped_teacher_with_flip_averaged_logits(tmp_path: Path) -> 
                teacher={**teacher_cfg, "logits_file": str(tmp_path / "bad.pt")})
     with pytest.raises(ValueError, match="same classes"):
         main(bad, datasets=(as_fer(SyntheticFER(16, seed=1), other), as_fer(SyntheticFER(8, seed=2), other)))
+
+
+def test_md_teacher_stops_after_its_last_hooked_layer(tiny) -> None:
+    """With precomputed logits the MD teacher runs only as far as its hooked layers; the MD term is unchanged."""
+    from lightfer.losses import ManifoldDistillation
+    from lightfer.train.tasks import DistillationTask
+
+    torch.manual_seed(0)
+    student, teacher = tiny(), tiny(width=12).eval()
+    ran = []
+    teacher.fc.register_forward_hook(lambda *_: ran.append("fc"))
+    task = DistillationTask(teacher, 4.0, 0.5, md=ManifoldDistillation(num_samples=16), md_beta=1.0,
+                            md_layers=[["features.2", "features.2"], ["features.5", "features.5"]], student=student)
+    x, y = torch.randn(8, 1, 32, 32), torch.randint(0, 7, (8,))
+    with torch.no_grad():
+        t_logits = teacher(x)
+    ran.clear()
+    torch.manual_seed(1)
+    cut, _ = task(student, x, y, teacher_logits=t_logits)
+    assert ran == []  # fc never ran
+    torch.manual_seed(1)
+    full, _ = task(student, x, y)  # no logits given: the whole teacher runs
+    assert ran == ["fc"]
+    for k in ("ce", "kd", "md"):
+        assert torch.allclose(cut[k], full[k]), k
+    assert task.teacher_hooks is not None and not task.teacher_hooks.stop  # a plain forward is not cut short
+    assert teacher(x).shape == (8, 7)

@@ -54,7 +54,8 @@ def _state_dict_from(path: str) -> dict[str, torch.Tensor]:
 
 def build_teacher(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
     """The frozen teacher in eval mode, weights from ``teacher.checkpoint`` or, with ``teacher.pretrained``,
-    the registered weights (e.g. a shipped lightfer model: born-again distillation)."""
+    the registered weights (e.g. a shipped lightfer model: born-again distillation); its BatchNorm layers are
+    folded into the convolutions before them (:func:`~lightfer.models.fold.fold_batchnorm`; same outputs, faster)."""
     from lightfer.models import create_model
 
     t = cfg.teacher
@@ -65,13 +66,22 @@ def build_teacher(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
         if own != tuple(classes):
             raise ValueError(f"pretrained teacher {t.name!r} predicts {own}, the data has {tuple(classes)}: "
                              "a teacher for logit KD needs the same classes in the same order")
-        return teacher.eval().requires_grad_(False)
+        return _frozen(teacher)
     teacher = create_model(t.name, classes=classes, in_chans=t.in_chans, input_size=t.input_size, **t.kwargs)
     if t.checkpoint:
         teacher.load_state_dict(_state_dict_from(t.checkpoint))
     else:
         log.warning("teacher %s has no checkpoint: distilling from random weights", t.name)
-    return teacher.eval().requires_grad_(False)
+    return _frozen(teacher)
+
+
+def _frozen(teacher: nn.Module) -> nn.Module:
+    """Eval mode, no gradients, BatchNorm folded."""
+    from lightfer.models.fold import fold_batchnorm
+
+    teacher.eval().requires_grad_(False)
+    log.debug("teacher: %d BatchNorm layers folded", fold_batchnorm(teacher))
+    return teacher
 
 
 def model_input_fn(model: nn.Module, normalize: bool):

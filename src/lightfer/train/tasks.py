@@ -10,17 +10,27 @@ from torch import nn
 
 from lightfer.losses import ManifoldDistillation, cross_entropy, kd_kl
 
-__all__ = ["SupervisedTask", "DistillationTask", "FeatureHooks"]
+__all__ = ["SupervisedTask", "DistillationTask", "FeatureHooks", "StopForward"]
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class StopForward(Exception):
+    """Raised by :class:`FeatureHooks` in ``stop`` mode once every hooked module has run."""
+
+
 class FeatureHooks:
-    """Forward hooks that keep the outputs of named sub-modules (the first element of tuples)."""
+    """Forward hooks that keep the outputs of named sub-modules (the first element of tuples).
+
+    With ``stop`` set, the hook that completes the set raises :class:`StopForward`, cutting the forward pass
+    short: :meth:`features` runs a network only as far as the hooked layers (an MD teacher whose logits come
+    from a file does not need its last layers)."""
 
     def __init__(self, model: nn.Module, names: list[str]) -> None:
+        self.model = model
         self.names = list(names)
         self.outputs: dict[str, torch.Tensor] = {}
+        self.stop = False
         self._handles = []
         for name in self.names:
             try:
@@ -33,7 +43,20 @@ class FeatureHooks:
     def _hook(self, name: str):
         def fn(_m: nn.Module, _inp: object, out: object) -> None:
             self.outputs[name] = out[0] if isinstance(out, (tuple, list)) else out  # type: ignore[assignment]
+            if self.stop and len(self.outputs) == len(self.names):
+                raise StopForward
         return fn
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Run the model on ``x (B, C, H, W)`` only until every hooked module has run; their outputs in order."""
+        self.outputs, self.stop = {}, True
+        try:
+            self.model(x)
+        except StopForward:
+            pass
+        finally:
+            self.stop = False
+        return self.take()
 
     def take(self) -> list[torch.Tensor]:
         """Captured features in ``names`` order; clears the store."""
@@ -75,7 +98,8 @@ class DistillationTask(SupervisedTask):
     """(1 − α)·CE + α·T²·KL(teacher ‖ student) [+ β·MD over hooked layer pairs].
 
     Teacher logits come from ``teacher_logits`` (precomputed, ``(B, K)``) or from running ``teacher``
-    on ``teacher_x`` under ``no_grad``. With ``md`` set, the teacher always runs (features are needed).
+    on ``teacher_x`` under ``no_grad``. With ``md`` set, the teacher always runs (features are needed) — only as
+    far as its last hooked layer when the logits are precomputed.
     """
 
     def __init__(
@@ -114,13 +138,16 @@ class DistillationTask(SupervisedTask):
                 teacher_x: torch.Tensor | None = None, teacher_logits: torch.Tensor | None = None, **_: object
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Student input ``x (B, C, H, W)``, teacher input ``teacher_x`` (default ``x``) → (losses, logits)."""
+        t_feats = None
         if self.md is not None or teacher_logits is None:
             if self.teacher is None:
                 raise ValueError("no teacher model and no precomputed teacher logits")
+            tx = x if teacher_x is None else teacher_x
             with torch.no_grad():
-                t_logits = self.teacher(x if teacher_x is None else teacher_x)
-            if teacher_logits is None:
-                teacher_logits = t_logits
+                if self.teacher_hooks is not None and (teacher_logits is not None or self.alpha == 0):
+                    t_feats = self.teacher_hooks.features(tx)  # no teacher logits needed: stop early
+                else:
+                    teacher_logits = self.teacher(tx)
         logits = model(x)
         losses = {"ce": (1.0 - self.alpha) * self.base_loss(logits, target)}
         if self.alpha > 0:
@@ -128,5 +155,7 @@ class DistillationTask(SupervisedTask):
             losses["kd"] = self.alpha * t * t * kd_kl(logits, teacher_logits.to(logits.device), t)
         if self.md is not None:
             assert self.student_hooks is not None and self.teacher_hooks is not None
-            losses["md"] = self.md_beta * self.md(self.student_hooks.take(), self.teacher_hooks.take())
+            if t_feats is None:
+                t_feats = self.teacher_hooks.take()
+            losses["md"] = self.md_beta * self.md(self.student_hooks.take(), t_feats)
         return losses, logits
