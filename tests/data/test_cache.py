@@ -156,3 +156,34 @@ def test_box_mode_cuts_the_detector_box_like_serving():
     np.testing.assert_array_equal(out["images"][0], crop_box(big, box, 40, 0.0, antialias=False))
     with pytest.raises(ValueError, match="unknown crop mode"):
         crop_faces(img, detect, CropSettings(mode="warp"))
+
+
+def test_sharded_cache_reads_like_the_original(tmp_path):
+    """shard_cache: the same samples in the same order, several files per split; a missing shard is named."""
+    from lightfer.data.cache import shard_cache
+
+    rng = np.random.default_rng(0)
+    n = 40
+    arrays = {"images": rng.integers(0, 255, (n, 32, 32), dtype=np.uint8), "labels": rng.integers(0, 3, n),
+              "face_found": rng.random(n) > 0.2, "ids": np.array([f"id{i}" for i in range(n)]),
+              "soft_labels": rng.random((n, 3)).astype(np.float32)}
+    src = tmp_path / "src"
+    src.mkdir()
+    np.savez_compressed(src / "train.npz", **arrays)
+    index = {"format": "lightfer-crop-cache", "version": 1, "classes": ["a", "b", "c"], "channels": 1, "size": 32,
+             "margin": 0.0, "crop_mode": "align", "splits": {"train": {"file": "train.npz", "count": n}}}
+    (src / "index.json").write_text(json.dumps(index))
+    size_mb = (src / "train.npz").stat().st_size / 1e6
+    names = shard_cache(src, tmp_path / "dst", max_mb=size_mb / 3)["train"]
+    assert len(names) >= 3 and all((tmp_path / "dst" / f).stat().st_size < (src / "train.npz").stat().st_size
+                                   for f in names)
+    a, b = read_cache(src, "train"), build_dataset(f"cache:{tmp_path / 'dst'}", "train", return_soft=True)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.soft_labels, b.soft_labels)
+    assert a.ids == b.ids and len(read_cache(tmp_path / "dst", "train", found_only=True)) == int(arrays["face_found"].sum())
+    with pytest.raises(ValueError, match="another folder"):
+        shard_cache(src, src, 1.0)
+    (tmp_path / "dst" / names[1]).unlink()
+    with pytest.raises(FileNotFoundError, match=f"{names[1]}: file of split 'train' missing"):
+        read_cache(tmp_path / "dst", "train")

@@ -11,7 +11,8 @@ dataset's own crop, resized, is kept, and ``face_found`` says so. Output, in one
   ``(N, 4)`` and ``landmarks`` float32 ``(N, 5, 2)`` in source-image pixels (NaN when not found),
   ``ids`` str ``(N,)``, and ``soft_labels`` float32 ``(N, C)`` for FER+;
 * ``index.json``: classes, crop size and margin, detector settings, per-split counts and
-  detection rates, the source spec.
+  detection rates, the source spec. A split may instead be stored as shards listed under ``files``
+  (:func:`shard_cache`); readers concatenate them in order.
 """
 from __future__ import annotations
 
@@ -175,6 +176,53 @@ def read_index(path: str | Path) -> dict[str, Any]:
     return index
 
 
+def _load_split_arrays(root: Path, split: str, entry: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays of one split: its ``file``, or its ``files`` (shards, see :func:`shard_cache`) concatenated."""
+    files = entry.get("files") or [entry["file"]]
+    parts: list[dict[str, np.ndarray]] = []
+    for name in files:
+        file = root / name
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: file of split {split!r} missing from the crop cache")
+        with np.load(file, allow_pickle=False) as z:
+            parts.append({k: z[k] for k in z.files})
+    arrays = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if len(arrays["labels"]) != entry.get("count", len(arrays["labels"])):
+        raise ValueError(f"{root}: split {split!r} holds {len(arrays['labels'])} samples, its index says {entry['count']}")
+    return arrays
+
+
+def shard_cache(src: str | Path, dst: str | Path, max_mb: float) -> dict[str, list[str]]:
+    """Copy the crop cache ``src`` to ``dst`` with every split cut into compressed shards of at most ~``max_mb`` MB
+    (``<split>.partNN.npz``, listed under ``files`` in the index; the samples keep their order).
+
+    For moving a cache through a channel with a size limit per transfer (e.g. a lent GPU machine's carry limit):
+    each shard, with ``index.json``, can travel on its own. Returns ``{split: [shard file names]}``."""
+    index = read_index(src)
+    root, dst = Path(index.pop("_dir")), Path(dst)
+    if dst.resolve() == root.resolve():
+        raise ValueError(f"{dst}: shard into another folder than the source cache")
+    dst.mkdir(parents=True, exist_ok=True)
+    out: dict[str, list[str]] = {}
+    for split, entry in index.get("splits", {}).items():
+        arrays = _load_split_arrays(root, split, entry)
+        n = len(arrays["labels"])
+        size_mb = sum((root / f).stat().st_size for f in entry.get("files") or [entry["file"]]) / 1e6
+        k = max(1, int(np.ceil(size_mb / max_mb * 1.05)))  # compressed sizes vary a little between shards
+        names = []
+        for i, sl in enumerate(np.array_split(np.arange(n), k)):
+            name = f"{split}.part{i:02d}.npz"
+            np.savez_compressed(dst / name, **{key: a[sl] for key, a in arrays.items()})
+            names.append(name)
+        entry = {**entry, "files": names}
+        entry.pop("file", None)
+        index["splits"][split] = entry
+        out[split] = names
+        log.info("%s: %d samples in %d shards", split, n, k)
+    (dst / "index.json").write_text(json.dumps(index, indent=2))
+    return out
+
+
 def read_cache(path: str | Path, split: str | None, found_only: bool = False) -> FERDataset:
     """One split of a crop cache as a :class:`FERDataset` (``meta['face_found']`` per sample)."""
     index = read_index(path)
@@ -182,9 +230,7 @@ def read_cache(path: str | Path, split: str | None, found_only: bool = False) ->
     key = split or "all"
     if key not in splits:
         raise FileNotFoundError(f"{index['_dir']}: split {key!r} not in the cache (has {sorted(splits)})")
-    file = Path(index["_dir"]) / splits[key]["file"]
-    with np.load(file, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = _load_split_arrays(Path(index["_dir"]), key, splits[key])
     keep = arrays["face_found"] if found_only else np.ones(len(arrays["labels"]), bool)
     ds = FERDataset(images=arrays["images"][keep], labels=arrays["labels"][keep], classes=tuple(index["classes"]),
                     soft_labels=arrays["soft_labels"][keep] if "soft_labels" in arrays else None,
