@@ -26,7 +26,7 @@ import torch
 
 from lightfer.alignment import crop_face
 from lightfer.data import build_dataset
-from lightfer.data.cache import read_cache, read_index
+from lightfer.data.cache import read_cache, read_cache_arrays, read_index
 from lightfer.defaults import DEFAULT_MODEL
 from lightfer.eval.evaluate import align_labels, load_classifier, predict_probs
 from lightfer.eval.metrics import confusion_matrix, metrics_from_confusion, paired_comparison
@@ -64,7 +64,7 @@ def main() -> None:
                 cfg.input_size, cfg.crop_margin, cfg.crop_mode, tuple(cfg.classes)):
             raise SystemExit(f"--compare {a.compare}: its crops or classes differ from {a.model}'s")
     cache = align_labels(read_cache(a.cache, a.split), tuple(cfg.classes))
-    z = np.load(f"{a.cache}/{a.split}.npz")
+    z = read_cache_arrays(a.cache, a.split)
     found = z["face_found"]
     raw = build_dataset(f"fer2013:{a.data}", a.split)
     if len(raw.images) != len(found):

@@ -182,6 +182,10 @@ def test_sharded_cache_reads_like_the_original(tmp_path):
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_allclose(a.soft_labels, b.soft_labels)
     assert a.ids == b.ids and len(read_cache(tmp_path / "dst", "train", found_only=True)) == int(arrays["face_found"].sum())
+    from lightfer.data.cache import read_cache_arrays
+
+    raw = read_cache_arrays(tmp_path / "dst", "train")  # every stored array, e.g. for the landmark probes
+    np.testing.assert_array_equal(raw["face_found"], arrays["face_found"])
     with pytest.raises(ValueError, match="another folder"):
         shard_cache(src, src, 1.0)
     (tmp_path / "dst" / names[1]).unlink()

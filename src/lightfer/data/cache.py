@@ -176,6 +176,15 @@ def read_index(path: str | Path) -> dict[str, Any]:
     return index
 
 
+def read_cache_arrays(path: str | Path, split: str) -> dict[str, np.ndarray]:
+    """Every stored array of one split (``images``, ``labels``, ``face_found``, ``boxes``, ``landmarks``, …) of the
+    cache at ``path``, sharded or not."""
+    index = read_index(path)
+    if split not in index.get("splits", {}):
+        raise FileNotFoundError(f"{index['_dir']}: split {split!r} not in the cache (has {sorted(index.get('splits', {}))})")
+    return _load_split_arrays(Path(index["_dir"]), split, index["splits"][split])
+
+
 def _load_split_arrays(root: Path, split: str, entry: dict[str, Any]) -> dict[str, np.ndarray]:
     """The arrays of one split: its ``file``, or its ``files`` (shards, see :func:`shard_cache`) concatenated."""
     files = entry.get("files") or [entry["file"]]
