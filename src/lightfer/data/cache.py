@@ -180,16 +180,26 @@ def read_cache_arrays(path: str | Path, split: str) -> dict[str, np.ndarray]:
     """Every stored array of one split (``images``, ``labels``, ``face_found``, ``boxes``, ``landmarks``, …) of the
     cache at ``path``, sharded or not."""
     index = read_index(path)
-    if split not in index.get("splits", {}):
-        raise FileNotFoundError(f"{index['_dir']}: split {split!r} not in the cache (has {sorted(index.get('splits', {}))})")
-    return _load_split_arrays(Path(index["_dir"]), split, index["splits"][split])
+    return _load_split_arrays(Path(index["_dir"]), split, _split_entry(index, split))
+
+
+def _split_entry(index: dict[str, Any], split: str) -> dict[str, Any]:
+    """The index entry of ``split``, or an error naming the splits the cache has."""
+    splits = index.get("splits", {})
+    if split not in splits:
+        raise FileNotFoundError(f"{index['_dir']}: split {split!r} not in the cache (has {sorted(splits)})")
+    return splits[split]
+
+
+def _split_files(entry: dict[str, Any]) -> list[str]:
+    """A split's file names: its shards (``files``) or its one ``file``."""
+    return entry.get("files") or [entry["file"]]
 
 
 def _load_split_arrays(root: Path, split: str, entry: dict[str, Any]) -> dict[str, np.ndarray]:
     """The arrays of one split: its ``file``, or its ``files`` (shards, see :func:`shard_cache`) concatenated."""
-    files = entry.get("files") or [entry["file"]]
     parts: list[dict[str, np.ndarray]] = []
-    for name in files:
+    for name in _split_files(entry):
         file = root / name
         if not file.is_file():
             raise FileNotFoundError(f"{file}: file of split {split!r} missing from the crop cache")
@@ -216,7 +226,7 @@ def shard_cache(src: str | Path, dst: str | Path, max_mb: float) -> dict[str, li
     for split, entry in index.get("splits", {}).items():
         arrays = _load_split_arrays(root, split, entry)
         n = len(arrays["labels"])
-        size_mb = sum((root / f).stat().st_size for f in entry.get("files") or [entry["file"]]) / 1e6
+        size_mb = sum((root / f).stat().st_size for f in _split_files(entry)) / 1e6
         k = max(1, int(np.ceil(size_mb / max_mb * 1.05)))  # compressed sizes vary a little between shards
         names = []
         for i, sl in enumerate(np.array_split(np.arange(n), k)):
@@ -235,11 +245,8 @@ def shard_cache(src: str | Path, dst: str | Path, max_mb: float) -> dict[str, li
 def read_cache(path: str | Path, split: str | None, found_only: bool = False) -> FERDataset:
     """One split of a crop cache as a :class:`FERDataset` (``meta['face_found']`` per sample)."""
     index = read_index(path)
-    splits = index.get("splits", {})
     key = split or "all"
-    if key not in splits:
-        raise FileNotFoundError(f"{index['_dir']}: split {key!r} not in the cache (has {sorted(splits)})")
-    arrays = _load_split_arrays(Path(index["_dir"]), key, splits[key])
+    arrays = _load_split_arrays(Path(index["_dir"]), key, _split_entry(index, key))
     keep = arrays["face_found"] if found_only else np.ones(len(arrays["labels"]), bool)
     ds = FERDataset(images=arrays["images"][keep], labels=arrays["labels"][keep], classes=tuple(index["classes"]),
                     soft_labels=arrays["soft_labels"][keep] if "soft_labels" in arrays else None,

@@ -3,8 +3,8 @@
 Only the pattern ``nn.Sequential(..., Conv2d, BatchNorm2d, ...)`` is folded — the layout of the ShuffleNetV2,
 mini-Xception and stem blocks here; BN layers held as attributes (ResNet's ``bn1``) are left alone. Each folded
 BN becomes ``nn.Identity`` so module names, and the hooks registered on them, stay valid. The folded network
-agrees with the original to float rounding (~1e-6 on logits) and runs 15–20% faster on CPU (ShuffleNetV2 x1.0,
-batch 128, 64 px, 1 thread: 500 → 417 ms)."""
+agrees with the original to float rounding (~1e-6 on logits) and runs ~17% faster on CPU (ShuffleNetV2 x1.0,
+batch 128, 64 px, 1 thread: 500 → 417 ms, one measurement)."""
 from __future__ import annotations
 
 import torch
