@@ -95,6 +95,68 @@ def test_resume_is_bit_for_bit(tmp_path: Path, tiny, variant: str) -> None:
     ]
 
 
+class _VirtualClock:
+    """Stands in for the engine's ``time`` module: each epoch costs ``costs[i]`` virtual seconds (the last one
+    repeats), set-up costs nothing, so time-budget decisions do not depend on the machine's speed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, costs: list[float]) -> None:
+        import lightfer.train.engine as engine
+
+        self.now, self.epochs, self.costs = 0.0, 0, costs
+        real = engine.train_one_epoch
+
+        def timed(*a, **kw):
+            out = real(*a, **kw)
+            self.now += self.costs[min(self.epochs, len(self.costs) - 1)]
+            self.epochs += 1
+            return out
+
+        monkeypatch.setattr(engine, "train_one_epoch", timed)
+        monkeypatch.setattr(engine, "time", self)
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+_BUDGET_RUN = {"optim": {"name": "sgd", "lr": 0.05, "nesterov": True}, "ema_decay": 0.9,
+               "schedule": {"name": "cosine", "warmup_epochs": 1}, "data": {"synthetic_size": 128}}
+
+
+def test_time_budget_shortens_the_schedule_to_what_fits(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    # a straight 3-epoch run is what a 10-epoch config squeezed into 35 s at 10 s per epoch must equal, bit for bit
+    torch.manual_seed(1)
+    main(_cfg(tmp_path / "three", epochs=3, **_BUDGET_RUN), model=tiny())
+    _VirtualClock(monkeypatch, [10.0])
+    cfg = _cfg(tmp_path / "fit", epochs=10, **_BUDGET_RUN)
+    torch.manual_seed(1)
+    with caplog.at_level(logging.WARNING, logger="lightfer.train.engine"):
+        res = main(cfg, model=tiny(), time_budget=35.0, stop_after=2)  # 1 + (35 - 10) // 10 = 3 epochs
+    assert "shortened from 10 to 3 epochs" in caplog.text
+    assert cfg.epochs == 10  # the caller's config is not changed
+    assert res["epochs"] == 3 and load_checkpoint(tmp_path / "fit" / "last.pt")["fitted_epochs"] == 3
+    torch.manual_seed(5)
+    res = main(cfg, model=tiny(), resume=True)  # no budget now: the shortened length is kept
+    assert res["epochs"] == 3 and [r["epoch"] for r in _rows(tmp_path / "fit")] == ["1", "2", "3"]
+    a, b = (load_checkpoint(tmp_path / d / "last.pt") for d in ("three", "fit"))
+    assert b["config"]["epochs"] == 3
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert [r["lr"] for r in _rows(tmp_path / "three")] == [r["lr"] for r in _rows(tmp_path / "fit")]
+
+
+def test_time_budget_stops_before_an_epoch_that_would_overrun(tmp_path: Path, tiny,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    _VirtualClock(monkeypatch, [10.0, 30.0])  # the first epoch looked cheap; the next ones are not
+    cfg = _cfg(tmp_path, epochs=4, **_BUDGET_RUN)
+    res = main(cfg, model=tiny(), time_budget=45.0)  # fits 4 after epoch 1; after epoch 2 (40 s) 30 more overrun
+    assert res["epochs"] == 4 and [r["epoch"] for r in _rows(tmp_path)] == ["1", "2"]
+    ck = load_checkpoint(tmp_path / "last.pt")
+    assert ck["epoch"] == 2 and ck["fitted_epochs"] is None
+    assert main(cfg, model=tiny(), resume=True)["last"]["epoch"] == 4  # the full schedule continues
+    assert main(_cfg(tmp_path / "ample", epochs=2, **_BUDGET_RUN), model=tiny(), time_budget=1e6)["epochs"] == 2
+
+
 def test_kd_with_precomputed_teacher_logits(tmp_path: Path, tiny, caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     teacher = tiny(width=16)

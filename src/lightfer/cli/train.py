@@ -12,6 +12,7 @@ EPILOG = """examples:
   lightfer train configs/seed001_teacher.yaml --set data.limit_train=2000 epochs=1
   lightfer train configs/seed001_kd.yaml --stop-after 10          # first 10 epochs of the 150-epoch schedule
   lightfer train configs/seed001_kd.yaml --resume                  # continue from output_dir/last.pt
+  lightfer train configs/seed001_kd.yaml --time-budget 30          # as many epochs as fit in 30 min, full cosine
   lightfer train configs/seed003_swin_se_sam.yaml --print-config   # show the resolved config and exit
   torchrun --nproc_per_node 2 $(which lightfer) train configs/smoke.yaml   # DDP (gloo on CPU)
 
@@ -34,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", help="shortcut for --set output_dir=DIR")
     p.add_argument("--stop-after", type=int, metavar="EPOCH",
                    help="stop once this epoch is done (time-boxed sessions); --resume later continues the same schedule")
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="fit the run into this many minutes (set-up included): after the first epoch the schedule "
+                        "is shortened to the epochs that fit at that epoch's pace, as if the config had said so "
+                        "(with a 1-epoch warm-up the cosine is then exactly the shorter one's); an epoch that would "
+                        "still overrun is not started. --resume keeps the shortened length")
     p.add_argument("--threads", type=int, help="torch CPU threads for this process (default: torch's choice)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=run)
@@ -62,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        summary = main(cfg, resume=args.resume, stop_after=args.stop_after)
+        summary = main(cfg, resume=args.resume, stop_after=args.stop_after,
+                       time_budget=args.time_budget * 60 if args.time_budget else None)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"lightfer train: {e}", file=sys.stderr)
         return 2

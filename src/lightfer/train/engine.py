@@ -8,6 +8,7 @@ Outputs in ``cfg.output_dir``: ``config.yaml`` (resolved), ``last.pt`` and ``bes
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import logging
 import math
@@ -24,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lightfer.optim import SAM, create_optimizer, create_scheduler
+from lightfer.optim.factory import WarmupCosine
 from lightfer.train.builders import (ModelEma, build_criterion, build_model, build_task, build_teacher,
                                      model_input_fn, teacher_logits_table)
 from lightfer.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -226,12 +228,19 @@ class _CsvLog:
 
 def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | None = None,
          teacher: nn.Module | None = None, datasets: tuple[Dataset, Dataset | None] | None = None,
-         stop_after: int | None = None) -> dict[str, Any]:
+         stop_after: int | None = None, time_budget: float | None = None) -> dict[str, Any]:
     """Train as ``cfg`` says. ``model`` / ``teacher`` / ``datasets`` replace the ones the config names
     (tests, notebooks). ``resume``: ``True`` for ``output_dir/last.pt`` or a checkpoint path.
     ``stop_after``: stop once this epoch is done (a time-boxed session; ``resume`` continues the same schedule).
+    ``time_budget``: seconds for this call, set-up included. After the first epoch the schedule is shortened to
+    the epochs that fit (see :func:`_fit_epochs`), as if the config had said so: with a one-epoch warm-up the
+    cosine schedule is then exactly that of the shorter config, and ``resume`` keeps the shortened length. Any
+    later epoch that would overrun the budget is not started (``last.pt`` holds the one before it).
 
-    Returns a summary: ``best_acc``, ``best_epoch``, ``last`` (the last CSV row), ``output_dir``."""
+    Returns a summary: ``best_acc``, ``best_epoch``, ``last`` (the last CSV row), ``output_dir``,
+    ``epochs`` (the schedule's length, shortened or not)."""
+    t_main = time.perf_counter()
+    cfg = copy.copy(cfg)  # a time budget may shorten cfg.epochs; the caller's object stays as it was
     rank, world, local_rank = _setup_distributed(cfg.device)
     device = _device(cfg, local_rank)
     out = Path(cfg.output_dir)
@@ -283,6 +292,9 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         raise ValueError("amp: fp16 needs CUDA (loss scaling); use amp: bf16 on CPU")
     if cfg.optim.sam and cfg.amp == "fp16":
         raise ValueError("SAM with fp16 loss scaling is not supported; use amp: bf16 or none")
+    ck = load_checkpoint(out / "last.pt" if resume is True else resume, map_location=device) if resume else None
+    if ck is not None and ck.get("fitted_epochs"):
+        cfg.epochs = int(ck["fitted_epochs"])  # a time budget shortened this run's schedule; keep its length
     optimizer = create_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum,
                                  cfg.optim.nesterov, tuple(cfg.optim.betas), cfg.optim.sam, cfg.optim.sam_rho,
                                  cfg.optim.sam_adaptive)
@@ -293,8 +305,7 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
                                        "max" if sc.plateau_metric == "val_acc" else "min")
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" and device.type == "cuda" else None
     start, best = 0, {"acc": -1.0, "epoch": 0}
-    if resume:
-        ck = load_checkpoint(out / "last.pt" if resume is True else resume, map_location=device)
+    if ck is not None:
         changed = _changed_keys(ck.get("config", {}), config_to_dict(cfg))
         if changed:
             log.warning("resuming with a changed config (%s): the run is no longer a pure continuation",
@@ -318,6 +329,7 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     csv_log = _CsvLog(out / "log.csv", start if resume else None) if rank == 0 else None
     tb = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
     row: dict[str, Any] = {}
+    fitted = int(ck["fitted_epochs"]) if ck is not None and ck.get("fitted_epochs") else None
     end = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
     for epoch in range(start, end):
         t0 = time.perf_counter()
@@ -338,12 +350,27 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         row = {"epoch": epoch + 1, "lr": lr, **{f"train_{k_}": v for k_, v in tr.items()},
                "val_loss": ev["loss"] if ev else math.nan, "val_acc": ev["acc"] if ev else math.nan,
                "val_uar": ev["uar"] if ev else math.nan, "seconds": round(time.perf_counter() - t0, 3)}
+        if time_budget is not None:
+            spent = time.perf_counter() - t_main
+            if epoch == 0:
+                fit = _from_rank0(_fit_epochs(cfg.epochs, time_budget, spent, row["seconds"]), world, device)
+                if fit < cfg.epochs:
+                    log.warning("time budget %.0f s: the schedule is shortened from %d to %d epochs (%.1f s for "
+                                "the first, %.1f s spent)", time_budget, cfg.epochs, fit, row["seconds"], spent)
+                    _shorten_schedule(scheduler, fit, steps)
+                    cfg.epochs, fitted = fit, fit
+                    end = min(end, fit)
+            elif epoch + 1 < end and _from_rank0(int(spent + row["seconds"] > time_budget), world, device):
+                log.warning("time budget %.0f s: stopping after epoch %d of %d (%.1f s spent); --resume continues",
+                            time_budget, epoch + 1, cfg.epochs, spent)
+                end = epoch + 1
         score = ev["acc"] if ev else tr["acc"]
         is_best = score > best["acc"]
         if is_best:
             best = {"acc": score, "epoch": epoch + 1}
         if rank == 0:
-            state = _state(cfg, model, optimizer, scheduler, scaler, ema, epoch + 1, best, row)
+            state = {**_state(cfg, model, optimizer, scheduler, scaler, ema, epoch + 1, best, row),
+                     "fitted_epochs": fitted}
             if (epoch + 1) % cfg.save_every == 0 or epoch + 1 == end:
                 save_checkpoint(state, out / "last.pt")
             if is_best:
@@ -356,11 +383,42 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
                         tb.add_scalar(key, v, epoch + 1)
             log.info("epoch %d/%d  loss %.4f  acc %.4f  val_acc %.4f  val_uar %.4f  %.1fs", epoch + 1, cfg.epochs,
                      tr["loss"], tr["acc"], row["val_acc"], row["val_uar"], row["seconds"])
+        if epoch + 1 >= end:  # a time budget may have moved the end
+            break
     if world > 1:
         dist.barrier()
     if tb is not None:
         tb.close()
-    return {"best_acc": best["acc"], "best_epoch": best["epoch"], "last": row, "output_dir": str(out)}
+    return {"best_acc": best["acc"], "best_epoch": best["epoch"], "last": row, "output_dir": str(out),
+            "epochs": cfg.epochs}
+
+
+def _fit_epochs(epochs: int, budget: float, spent: float, first_epoch: float) -> int:
+    """Epochs of a schedule that fit ``budget`` seconds when ``spent`` are gone (set-up and the first epoch) and
+    each further epoch costs what the first did (usually an overestimate: the first pays for warm-ups).
+    At least 1, at most ``epochs``."""
+    return max(1, min(int(epochs), 1 + max(0, int((budget - spent) // max(first_epoch, 1e-9)))))
+
+
+def _from_rank0(value: int, world: int, device: torch.device) -> int:
+    """Rank 0's ``value`` on every rank (each rank reads its own clock; decisions from it must agree)."""
+    if world <= 1:
+        return value
+    t = torch.tensor([value], dtype=torch.long, device=device)  # nccl needs the tensor on the GPU
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
+def _shorten_schedule(scheduler: Any, fit: int, steps_per_epoch: int) -> None:
+    """Make a per-iteration warm-up + cosine schedule end after ``fit`` epochs: exact when the warm-up covered
+    the first epoch (the only one run so far); step and plateau schedules need nothing. (Every parameter group
+    may hold the same schedule object.)"""
+    for fn in {id(f): f for f in getattr(scheduler, "lr_lambdas", [])}.values():
+        if isinstance(fn, WarmupCosine):
+            if fn.warmup_steps < steps_per_epoch:
+                log.warning("the warm-up is shorter than the first epoch: the shortened cosine is not exactly "
+                            "the shorter config's")
+            fn.total_steps = max(1, fit * steps_per_epoch)
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
