@@ -72,6 +72,7 @@ def test_shipped_recipes_load_and_name_registered_models() -> None:
 def test_every_recipe_runs_one_tiny_epoch(recipe: str, tmp_path: Path) -> None:
     over = ["data.spec=synthetic", "data.synthetic_size=4", "data.val_split=null", "data.synthetic_image=24", "batch_size=4",
             "epochs=1", "progress=false", f"output_dir={tmp_path}", "data.num_workers=0", "data.balance=null",
+            "device=cpu",  # the *_gpu recipes name cuda
             "teacher.checkpoint=null", "teacher.pretrained=false",  # synthetic classes: no shipped teacher fits
             f"teacher.logits_file={tmp_path / 'logits.pt'}"]
     cfg = load_config(REPO / "configs" / recipe, over)

@@ -249,6 +249,8 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         save_config(cfg, out / "config.yaml")
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick its fastest kernels once
     _seed_all(cfg.seed)
     train_ds, val_ds = datasets if datasets is not None else build_datasets(cfg.data, seed=cfg.seed)
     classes = dataset_classes(train_ds) or tuple(f"class_{i}" for i in range(cfg.model.num_classes or 7))
