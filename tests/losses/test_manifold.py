@@ -45,6 +45,19 @@ def test_chunked_equals_unchunked_value_and_gradient(chunk: int) -> None:
     assert torch.allclose(ga, wa, rtol=1e-10, atol=1e-14)
 
 
+def test_autocast_does_not_lower_the_precision() -> None:
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 64, 16, requires_grad=True), torch.randn(4, 64, 24)
+    want = relation_distance(a, b, chunk=16)
+    (g_want,) = torch.autograd.grad(want, a)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # without the guard: 4e-4 relative error here
+        got = relation_distance(a, b, chunk=16)
+    (g_got,) = torch.autograd.grad(got, a)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
+
+
 def test_gradient_to_teacher_when_it_requires_grad() -> None:
     a = torch.randn(2, 6, 4, dtype=torch.float64)
     b = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)

@@ -77,7 +77,8 @@ def relation_distance(a: torch.Tensor, b: torch.Tensor, chunk: int = 256, normal
     a, b = a.to(dtype), b.to(dtype)
     if normalize:
         a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-    return _RelationDistance.apply(a.contiguous(), b.contiguous(), int(chunk))
+    with torch.autocast(a.device.type, enabled=False):  # under bf16/fp16 autocast the maps' products stay fp32
+        return _RelationDistance.apply(a.contiguous(), b.contiguous(), int(chunk))
 
 
 def to_tokens(x: torch.Tensor, layout: str = "auto") -> torch.Tensor:
