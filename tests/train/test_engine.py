@@ -135,6 +135,7 @@ def test_time_budget_shortens_the_schedule_to_what_fits(tmp_path: Path, tiny, mo
     assert "shortened from 10 to 3 epochs" in caplog.text
     assert cfg.epochs == 10  # the caller's config is not changed
     assert res["epochs"] == 3 and load_checkpoint(tmp_path / "fit" / "last.pt")["fitted_epochs"] == 3
+    assert yaml.safe_load((tmp_path / "fit" / "config.yaml").read_text())["epochs"] == 3
     torch.manual_seed(5)
     res = main(cfg, model=tiny(), resume=True)  # no budget now: the shortened length is kept
     assert res["epochs"] == 3 and [r["epoch"] for r in _rows(tmp_path / "fit")] == ["1", "2", "3"]

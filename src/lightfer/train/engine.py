@@ -362,6 +362,8 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
                     _shorten_schedule(scheduler, fit, steps)
                     cfg.epochs, fitted = fit, fit
                     end = min(end, fit)
+                    if rank == 0:
+                        save_config(cfg, out / "config.yaml")  # the resolved config says the length that runs
             elif epoch + 1 < end and _from_rank0(int(spent + row["seconds"] > time_budget), world, device):
                 log.warning("time budget %.0f s: stopping after epoch %d of %d (%.1f s spent); --resume continues",
                             time_budget, epoch + 1, cfg.epochs, spent)
