@@ -158,6 +158,34 @@ def test_time_budget_stops_before_an_epoch_that_would_overrun(tmp_path: Path, ti
     assert main(_cfg(tmp_path / "ample", epochs=2, **_BUDGET_RUN), model=tiny(), time_budget=1e6)["epochs"] == 2
 
 
+def test_epoch_pace_leaves_out_the_first_steps_warm_ups() -> None:
+    from lightfer.train.engine import _epoch_pace, _fit_epochs
+
+    # 100 steps: the 90 after the first 10 took 45 s, so a whole epoch's steps take 50 s, + 2 s of validation
+    assert _epoch_pace(80.0, {"steps": 100, "skipped": 10, "steady": 45.0}, 2.0) == pytest.approx(52.0)
+    assert _epoch_pace(30.0, {"steps": 100, "skipped": 10, "steady": 45.0}, 2.0) == 30.0  # never above the epoch
+    assert _epoch_pace(9.0, {"steps": 4, "skipped": 1, "steady": 6.0}, 1.0) == 9.0  # too few steps timed
+    assert _epoch_pace(9.0, {}, 1.0) == 9.0
+    assert _fit_epochs(70, budget=240.0, spent=90.0, pace=10.0) == 16 and _fit_epochs(70, 60.0, 90.0, 10.0) == 1
+    assert _fit_epochs(5, 1e6, 1.0, 1.0) == 5
+
+
+def test_train_one_epoch_times_its_steady_steps(tiny) -> None:
+    from lightfer.train.config import config_from_dict
+    from lightfer.train.engine import train_one_epoch
+    from torch.utils.data import DataLoader
+
+    cfg = config_from_dict({"progress": False, "data": {"synthetic_size": 64}})
+    ds = SyntheticFER(64, seed=0)
+    loader = DataLoader([(i, *ds[i]) for i in range(64)], batch_size=4)
+    model = tiny()
+    timing: dict[str, float] = {}
+    train_one_epoch(model, SupervisedTask(), loader, torch.optim.SGD(model.parameters(), lr=0.01),
+                    torch.device("cpu"), 0, cfg, prep=lambda x: to_model_input(x, 32, 1, (0.5,), (0.5,)),
+                    timing=timing)
+    assert timing["steps"] == 16 and timing["skipped"] == 1 and timing["steady"] > 0
+
+
 def test_kd_with_precomputed_teacher_logits(tmp_path: Path, tiny, caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     teacher = tiny(width=16)

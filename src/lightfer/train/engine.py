@@ -56,9 +56,11 @@ def train_one_epoch(
     model: nn.Module, task: SupervisedTask, loader: DataLoader, optimizer: torch.optim.Optimizer,
     device: torch.device, epoch: int, cfg: TrainConfig, *, prep: Callable, teacher_prep: Callable | None = None,
     scheduler: Any = None, sched_when: str = "none", scaler: torch.amp.GradScaler | None = None,
-    ema: ModelEma | None = None, teacher_logits: torch.Tensor | None = None,
+    ema: ModelEma | None = None, teacher_logits: torch.Tensor | None = None, timing: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns mean ``loss``, ``acc`` and each loss term (``loss_<name>``)."""
+    """One pass over ``loader``; returns mean ``loss``, ``acc`` and each loss term (``loss_<name>``).
+    ``timing``, if given, receives ``steps``, ``skipped`` and ``steady`` (seconds of the steps after the first
+    ``skipped``, which pay for one-off warm-ups: cuDNN autotuning, lazy initialisation)."""
     from tqdm import tqdm
 
     model.train()
@@ -68,7 +70,11 @@ def train_one_epoch(
     correct = seen = 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and rank == 0),
                leave=False, dynamic_ncols=True)
+    n_steps = len(loader)
+    skipped, t_steady = max(1, n_steps // 10), None
     for step, batch in enumerate(bar):
+        if step == skipped:
+            t_steady = time.perf_counter()
         idx, raw, target, hard = split_batch(batch, cfg.data.target)
         raw, target, hard = raw.to(device, non_blocking=True), target.to(device), hard.to(device)
         if cfg.data.normalize:
@@ -120,6 +126,9 @@ def train_one_epoch(
         seen += b
         bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", acc=f"{correct / seen:.3f}",
                         lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    if timing is not None:
+        timing.update(steps=n_steps, skipped=skipped,
+                      steady=time.perf_counter() - t_steady if t_steady is not None else 0.0)
     stats = torch.tensor([*sums.values(), correct, seen], dtype=torch.float64)
     if world > 1:
         dist.all_reduce(stats)
@@ -336,9 +345,11 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     for epoch in range(start, end):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
+        timing: dict[str, float] = {}
         tr = train_one_epoch(model, task, _loader(train_ds, cfg, train=True, epoch=epoch, rank=rank, world=world),
                              optimizer, device, epoch, cfg, prep=prep, teacher_prep=teacher_prep, scheduler=scheduler,
-                             sched_when=when, scaler=scaler, ema=ema, teacher_logits=t_logits)
+                             sched_when=when, scaler=scaler, ema=ema, teacher_logits=t_logits, timing=timing)
+        t_trained = time.perf_counter()
         ev = None
         if val_ds is not None:
             ev = evaluate(ema.module if ema is not None else model,
@@ -355,10 +366,12 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         if time_budget is not None:
             spent = time.perf_counter() - t_main
             if epoch == 0:
-                fit = _from_rank0(_fit_epochs(cfg.epochs, time_budget, spent, row["seconds"]), world, device)
+                pace = _epoch_pace(row["seconds"], timing, time.perf_counter() - t_trained)
+                fit = _from_rank0(_fit_epochs(cfg.epochs, time_budget, spent, pace), world, device)
                 if fit < cfg.epochs:
                     log.warning("time budget %.0f s: the schedule is shortened from %d to %d epochs (%.1f s for "
-                                "the first, %.1f s spent)", time_budget, cfg.epochs, fit, row["seconds"], spent)
+                                "the first, %.1f s per epoch after its warm-up steps, %.1f s spent)", time_budget,
+                                cfg.epochs, fit, row["seconds"], pace, spent)
                     _shorten_schedule(scheduler, fit, steps)
                     cfg.epochs, fitted = fit, fit
                     end = min(end, fit)
@@ -397,11 +410,20 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
             "epochs": cfg.epochs}
 
 
-def _fit_epochs(epochs: int, budget: float, spent: float, first_epoch: float) -> int:
+def _epoch_pace(epoch_seconds: float, timing: dict[str, float], after_training: float) -> float:
+    """Seconds a further epoch should cost, from the first one: its training steps after the first ``skipped``
+    (which pay for one-off warm-ups) scaled to all ``steps``, plus what followed them (validation, saving) —
+    or the whole first epoch when too few steps were timed. Never more than the first epoch took."""
+    n, k, steady = timing.get("steps", 0), timing.get("skipped", 0), timing.get("steady", 0.0)
+    if n - k < 5 or steady <= 0:
+        return epoch_seconds
+    return min(epoch_seconds, steady * n / (n - k) + after_training)
+
+
+def _fit_epochs(epochs: int, budget: float, spent: float, pace: float) -> int:
     """Epochs of a schedule that fit ``budget`` seconds when ``spent`` are gone (set-up and the first epoch) and
-    each further epoch costs what the first did (usually an overestimate: the first pays for warm-ups).
-    At least 1, at most ``epochs``."""
-    return max(1, min(int(epochs), 1 + max(0, int((budget - spent) // max(first_epoch, 1e-9)))))
+    each further epoch costs ``pace`` seconds. At least 1, at most ``epochs``."""
+    return max(1, min(int(epochs), 1 + max(0, int((budget - spent) // max(pace, 1e-9)))))
 
 
 def _from_rank0(value: int, world: int, device: torch.device) -> int:
