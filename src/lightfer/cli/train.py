@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stop once this epoch is done (time-boxed sessions); --resume later continues the same schedule")
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="fit the run into this many minutes (set-up included): after the first epoch the schedule "
-                        "is shortened to the epochs that fit at that epoch's pace, as if the config had said so "
+                        "is shortened to the epochs that fit at its pace (its first tenth of steps left out as warm-up), as if "
+                        "the config had said so "
                         "(with a 1-epoch warm-up the cosine is then exactly the shorter one's); an epoch that would "
                         "still overrun is not started. --resume keeps the shortened length")
     p.add_argument("--threads", type=int, help="torch CPU threads for this process (default: torch's choice)")
