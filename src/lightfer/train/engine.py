@@ -304,8 +304,9 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     if cfg.optim.sam and cfg.amp == "fp16":
         raise ValueError("SAM with fp16 loss scaling is not supported; use amp: bf16 or none")
     ck = load_checkpoint(out / "last.pt" if resume is True else resume, map_location=device) if resume else None
-    if ck is not None and ck.get("fitted_epochs"):
-        cfg.epochs = int(ck["fitted_epochs"])  # a time budget shortened this run's schedule; keep its length
+    fitted = int(ck["fitted_epochs"]) if ck is not None and ck.get("fitted_epochs") else None
+    if fitted is not None:
+        cfg.epochs = fitted  # a time budget shortened this run's schedule; keep its length
     optimizer = create_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum,
                                  cfg.optim.nesterov, tuple(cfg.optim.betas), cfg.optim.sam, cfg.optim.sam_rho,
                                  cfg.optim.sam_adaptive)
@@ -340,7 +341,6 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     csv_log = _CsvLog(out / "log.csv", start if resume else None) if rank == 0 else None
     tb = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
     row: dict[str, Any] = {}
-    fitted = int(ck["fitted_epochs"]) if ck is not None and ck.get("fitted_epochs") else None
     end = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
     for epoch in range(start, end):
         t0 = time.perf_counter()
