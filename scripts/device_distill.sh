@@ -15,7 +15,7 @@
 # The crops travel as shards (docs/training.md, "Moving the crops to a lent GPU machine"). A CPU smoke run here
 # (minutes; checks the wiring, not the numbers):
 #   DEST=/tmp/dev DATA=cache:crops/fer64a0 LIGHTFER=lightfer \
-#     EXTRA="device=cpu amp=none data.num_workers=0 data.limit_train=512 data.limit_val=256" \
+#     EXTRA="device=cpu amp=none data.limit_train=512 data.limit_val=256" \
 #     TEACHER_MINUTES=1 STUDENT_MINUTES=1 SPLITS=val bash scripts/device_distill.sh
 # Variables: TASK (fer2013, or ferplus: the same recipes on FER+'s vote distributions, 8 classes), DATA (cache
 # spec, default cache:crops/fer64a0_shards or cache:crops/ferplus64a0_shards), RUN (work folder, runs/device), DEST,

@@ -95,6 +95,23 @@ def test_resume_is_bit_for_bit(tmp_path: Path, tiny, variant: str) -> None:
     ]
 
 
+def test_in_memory_split_trains_exactly_as_the_loader(tmp_path: Path, tiny) -> None:
+    """data.in_memory draws the loader's very batches from tensors: same weights, same log, bit for bit."""
+    over = {"augment": {"hflip": 0.5, "crop_pad": 2, "rotate": 10.0, "erase": 0.3}, "epochs": 2, "ema_decay": 0.9,
+            "optim": {"name": "sgd", "lr": 0.05, "nesterov": True}, "data": {"synthetic_size": 96},
+            "batch_size": 20}  # a short last batch
+    runs = {}
+    for name, in_memory in (("loader", False), ("tensors", True)):
+        torch.manual_seed(1)
+        main(_cfg(tmp_path / name, **{**over, "data": {**over["data"], "in_memory": in_memory}}), model=tiny())
+        runs[name] = load_checkpoint(tmp_path / name / "last.pt")
+    for part in ("model", "ema"):
+        for k, v in runs["loader"][part].items():
+            assert torch.equal(v, runs["tensors"][part][k]), (part, k)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(_rows(tmp_path / "loader")) == drop(_rows(tmp_path / "tensors"))
+
+
 class _VirtualClock:
     """Stands in for the engine's ``time`` module: each epoch costs ``costs[i]`` virtual seconds (the last one
     repeats), set-up costs nothing, so time-budget decisions do not depend on the machine's speed."""

@@ -28,7 +28,9 @@ class DataConfig:
     target: str = "hard"  # "hard" labels or "soft" label distributions (FERPlus votes)
     balance: str | None = None  # "augment": add augmented minority-class copies (seed 003)
     normalize: bool = True  # images come in [0, 1]: augment, resize and normalise with the model's mean/std
-    num_workers: int = 0  # DataLoader workers
+    num_workers: int = 0  # DataLoader workers (not used with in_memory)
+    in_memory: bool = False  # hold each split as tensors on the training device and index batches from them: the
+    #   loader's very batches without per-item work, workers or copies (GPU runs); needs items without random transforms
     limit_train: int | None = None  # use only the first N training samples (smoke runs)
     limit_val: int | None = None  # use only the first N validation samples
     synthetic_size: int = 512  # synthetic: training samples (validation gets half)

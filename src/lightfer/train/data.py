@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from lightfer.train.config import AugmentConfig, DataConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyntheticFER", "Indexed", "build_datasets", "augment_batch", "to_model_input", "split_batch"]
+__all__ = ["SyntheticFER", "Indexed", "TensorBatches", "build_datasets", "split_tensors", "augment_batch",
+           "to_model_input", "split_batch"]
 
 
 class SyntheticFER(Dataset):
@@ -67,6 +71,78 @@ class Indexed(Dataset):
     def __getitem__(self, i: int) -> tuple[Any, ...]:
         item = self.ds[i]
         return (i, *item) if isinstance(item, (tuple, list)) else (i, item)
+
+
+class IndexRange(Dataset):
+    """``0 .. n-1`` as a dataset: a loader over it draws the very index batches (same generator use, same
+    shuffle) that a loader with the same sampler settings draws over a dataset of length ``n``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def split_tensors(ds: Dataset, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """A whole split stacked on ``device``, for :class:`TensorBatches`.
+
+    Returns ``[images (N, C, H, W), labels (N,) int64 or soft (N, K)[, soft (N, K)]]``: the fields of the
+    items in order. A :class:`~lightfer.data.FERDataset` without a per-item transform (or a ``Subset`` of one)
+    keeps its images as uint8 (a quarter of the memory; converted per batch exactly as ``to_tensor`` does);
+    any other dataset is read item by item and its items must not be random (no per-item augmentation)."""
+    from lightfer.data.dataset import FERDataset
+
+    base, index = ds, None
+    if isinstance(ds, torch.utils.data.Subset):
+        base, index = ds.dataset, np.asarray(ds.indices, dtype=np.int64)
+    if isinstance(base, FERDataset):
+        if base.transform is not None:
+            raise ValueError(f"{base.name}: data.in_memory needs a dataset without a per-item transform "
+                             "(augmentation runs on whole batches in training)")
+        pick = (lambda a: a[index]) if index is not None else (lambda a: a)
+        img = torch.from_numpy(np.ascontiguousarray(pick(base.images)))
+        img = img.unsqueeze(1) if img.ndim == 3 else img.permute(0, 3, 1, 2)
+        fields = [img.contiguous(), torch.from_numpy(pick(base.labels).astype(np.int64))]
+        if base.return_soft:
+            assert base.soft_labels is not None
+            fields.append(torch.from_numpy(np.ascontiguousarray(pick(base.soft_labels))))
+    else:
+        from torch.utils.data import default_collate
+
+        fields = list(default_collate([ds[i] for i in range(len(ds))]))  # type: ignore[arg-type]
+    return [f.to(device) for f in fields]
+
+
+class TensorBatches:
+    """Training batches indexed from a split held as tensors on the training device (``data.in_memory``).
+
+    Iterating yields ``(idx (B,), images (B, C, H, W) float in [0, 1], *other fields)`` — what a loader over
+    :class:`Indexed` yields — in the order ``index_loader`` (a loader over :class:`IndexRange`) draws, without a
+    per-item Python call, collation, worker processes or a host-to-device copy per batch.
+
+    Args:
+        index_loader: yields index batches ``(B,)``.
+        fields: from :func:`split_tensors`; uint8 images are converted to float32 / 255 per batch.
+    """
+
+    def __init__(self, index_loader: DataLoader, fields: list[torch.Tensor]) -> None:
+        self.index_loader = index_loader
+        self.fields = fields
+
+    def __len__(self) -> int:
+        return len(self.index_loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        img, *rest = self.fields
+        for idx in self.index_loader:
+            i = idx.to(img.device, non_blocking=True)
+            x = img[i]
+            x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+            yield (idx, x, *(f[i] for f in rest))
 
 
 def dataset_classes(ds: Dataset) -> tuple[str, ...] | None:

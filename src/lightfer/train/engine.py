@@ -30,7 +30,8 @@ from lightfer.train.builders import (ModelEma, build_criterion, build_model, bui
                                      model_input_fn, teacher_logits_table)
 from lightfer.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from lightfer.train.config import TrainConfig, config_to_dict, save_config
-from lightfer.train.data import Indexed, augment_batch, build_datasets, dataset_classes, split_batch
+from lightfer.train.data import (IndexRange, Indexed, TensorBatches, augment_batch, build_datasets,
+                                 dataset_classes, split_batch, split_tensors)
 from lightfer.train.tasks import SupervisedTask
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+_SYNC_EVERY = 25  # GPU: steps between the host's reads of the running sums (progress bar, loss check)
+
+
 def train_one_epoch(
     model: nn.Module, task: SupervisedTask, loader: DataLoader, optimizer: torch.optim.Optimizer,
     device: torch.device, epoch: int, cfg: TrainConfig, *, prep: Callable, teacher_prep: Callable | None = None,
@@ -66,10 +70,15 @@ def train_one_epoch(
     model.train()
     task.train()
     rank, world = _dist()
-    sums: dict[str, float] = {}
-    correct = seen = 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and rank == 0),
-               leave=False, dynamic_ncols=True)
+    # running sums stay on the device (float64, the same arithmetic as Python floats): on a GPU the host reads
+    # them only every _SYNC_EVERY steps, so it can queue the next batches instead of waiting for each step
+    sync_every = 1 if device.type == "cpu" else _SYNC_EVERY
+    sums: dict[str, torch.Tensor] = {}
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # first step whose loss was not finite
+    seen = 0
+    show = cfg.progress and rank == 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False, dynamic_ncols=True)
     n_steps = len(loader)
     skipped, t_steady = max(1, n_steps // 10), None
     for step, batch in enumerate(bar):
@@ -91,9 +100,12 @@ def train_one_epoch(
             return sum(losses.values()), losses, logits  # type: ignore[return-value]
 
         loss, losses, logits = forward()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}: "
-                                     f"{ {k: float(v.detach()) for k, v in losses.items()} }; lower optim.lr?")
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        synced = (step + 1) % sync_every == 0 or step + 1 == n_steps
+        if synced and int(first_bad) >= 0:
+            raise FloatingPointError(f"loss is not finite at epoch {epoch + 1} step {int(first_bad)} (now "
+                                     f"{loss.item()}: { {k: float(v.detach()) for k, v in losses.items()} }); "
+                                     "lower optim.lr?")
         if scaler is not None:
             scaler.scale(loss).backward()
             if cfg.optim.clip_grad:
@@ -119,19 +131,22 @@ def train_one_epoch(
         if ema is not None:
             ema.update(_unwrap(model))
         b = hard.shape[0]
-        sums["loss"] = sums.get("loss", 0.0) + loss.item() * b
-        for k, v in losses.items():
-            sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v.item() * b
-        correct += int((logits.argmax(1) == hard).sum())
+        for k, v in (("loss", loss), *((f"loss_{k}", v) for k, v in losses.items())):
+            term = v.detach().double() * b
+            sums[k] = sums[k] + term if k in sums else term
+        correct += (logits.argmax(1) == hard).sum()
         seen += b
-        bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", acc=f"{correct / seen:.3f}",
-                        lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if show and synced:
+            bar.set_postfix(loss=f"{sums['loss'].item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     if timing is not None:
         timing.update(steps=n_steps, skipped=skipped,
                       steady=time.perf_counter() - t_steady if t_steady is not None else 0.0)
-    stats = torch.tensor([*sums.values(), correct, seen], dtype=torch.float64)
+    stats = torch.stack([*sums.values(), correct.double(), torch.tensor(float(seen), dtype=torch.float64,
+                                                                         device=device)])
     if world > 1:
-        dist.all_reduce(stats)
+        dist.all_reduce(stats)  # on the device: NCCL reduces CUDA tensors only
+    stats = stats.cpu()
     n = max(stats[-1].item(), 1.0)
     out = {k: stats[i].item() / n for i, k in enumerate(sums)}
     out["acc"] = stats[-2].item() / n
@@ -145,18 +160,19 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_cla
     rank scores its shard and the sums are all-reduced."""
     model.eval()
     _, world = _dist()
-    conf = torch.zeros(num_classes * num_classes, dtype=torch.float64)
-    loss_sum = 0.0
+    conf = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # sums stay on the device: no sync per batch
     for batch in loader:
         _, raw, _, hard = split_batch(batch, target)
         with _autocast(device, amp):
             logits = model(prep(raw.to(device))).float()
         hard = hard.to(device)
-        loss_sum += nn.functional.cross_entropy(logits, hard, reduction="sum").item()
-        conf += torch.bincount((hard * num_classes + logits.argmax(1)).cpu(), minlength=num_classes ** 2).double()
-    stats = torch.cat([conf, torch.tensor([loss_sum], dtype=torch.float64)])
+        loss_sum += nn.functional.cross_entropy(logits, hard, reduction="sum").double()
+        conf += torch.bincount(hard * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+    stats = torch.cat([conf.double(), loss_sum.view(1)])
     if world > 1:
         dist.all_reduce(stats)
+    stats = stats.cpu()
     cm = stats[:-1].reshape(num_classes, num_classes)
     n = max(cm.sum().item(), 1.0)
     support = cm.sum(1)
@@ -191,10 +207,13 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _loader(ds: Dataset, cfg: TrainConfig, *, train: bool, epoch: int, rank: int, world: int) -> DataLoader:
-    """Epoch loader: the shuffle order depends only on (seed, epoch), so a resumed run draws the same batches."""
+def _loader(ds: Dataset, cfg: TrainConfig, *, train: bool, epoch: int, rank: int, world: int,
+            fields: list[torch.Tensor] | None = None) -> DataLoader | TensorBatches:
+    """Epoch loader: the shuffle order depends only on (seed, epoch), so a resumed run draws the same batches.
+    With ``fields`` (the split from :func:`split_tensors`) the same index batches are drawn and the items are
+    indexed from those tensors (:class:`TensorBatches`)."""
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-    ids = Indexed(ds)
+    ids: Dataset = Indexed(ds) if fields is None else IndexRange(len(ds))  # type: ignore[arg-type]
     bs = cfg.batch_size if train else (cfg.eval_batch_size or 2 * cfg.batch_size)
     sampler = None
     if world > 1 and train:
@@ -203,6 +222,9 @@ def _loader(ds: Dataset, cfg: TrainConfig, *, train: bool, epoch: int, rank: int
         sampler.set_epoch(epoch)
     elif world > 1:
         ids = torch.utils.data.Subset(ids, list(range(rank, len(ids), world)))  # exact shards, no padding
+    if fields is not None:
+        return TensorBatches(DataLoader(ids, batch_size=bs, shuffle=train and sampler is None, sampler=sampler,
+                                        generator=gen, drop_last=False), fields)
     return DataLoader(ids, batch_size=bs, shuffle=train and sampler is None, sampler=sampler, generator=gen,
                       num_workers=cfg.data.num_workers, drop_last=False, pin_memory=torch.cuda.is_available())
 
@@ -310,6 +332,12 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     optimizer = create_optimizer(model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.momentum,
                                  cfg.optim.nesterov, tuple(cfg.optim.betas), cfg.optim.sam, cfg.optim.sam_rho,
                                  cfg.optim.sam_adaptive)
+    fields: dict[str, list[torch.Tensor] | None] = {"train": None, "val": None}
+    if cfg.data.in_memory:
+        fields = {"train": split_tensors(train_ds, device),
+                  "val": split_tensors(val_ds, device) if val_ds is not None else None}
+        log.info("in memory on %s: %.1f MB of training and validation tensors", device,
+                 sum(t.numel() * t.element_size() for f in fields.values() if f for t in f) / 2**20)
     steps = len(_loader(train_ds, cfg, train=True, epoch=0, rank=rank, world=world))
     sc = cfg.schedule
     scheduler, when = create_scheduler(optimizer, sc.name, cfg.epochs, steps, sc.warmup_epochs, sc.min_lr_factor,
@@ -346,14 +374,16 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         timing: dict[str, float] = {}
-        tr = train_one_epoch(model, task, _loader(train_ds, cfg, train=True, epoch=epoch, rank=rank, world=world),
+        tr = train_one_epoch(model, task, _loader(train_ds, cfg, train=True, epoch=epoch, rank=rank, world=world,
+                                                      fields=fields["train"]),
                              optimizer, device, epoch, cfg, prep=prep, teacher_prep=teacher_prep, scheduler=scheduler,
                              sched_when=when, scaler=scaler, ema=ema, teacher_logits=t_logits, timing=timing)
         t_trained = time.perf_counter()
         ev = None
         if val_ds is not None:
             ev = evaluate(ema.module if ema is not None else model,
-                          _loader(val_ds, cfg, train=False, epoch=epoch, rank=rank, world=world), device, k,
+                          _loader(val_ds, cfg, train=False, epoch=epoch, rank=rank, world=world,
+                                  fields=fields["val"]), device, k,
                           prep=prep, target=cfg.data.target, amp=cfg.amp)
         if when == "epoch":
             scheduler.step()
