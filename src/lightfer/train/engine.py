@@ -83,6 +83,8 @@ def train_one_epoch(
     skipped, t_steady = max(1, n_steps // 10), None
     for step, batch in enumerate(bar):
         if step == skipped:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # the clock starts when the queued warm-up steps are done
             t_steady = time.perf_counter()
         idx, raw, target, hard = split_batch(batch, cfg.data.target)
         raw, target, hard = raw.to(device, non_blocking=True), target.to(device), hard.to(device)
@@ -139,14 +141,14 @@ def train_one_epoch(
         if show and synced:
             bar.set_postfix(loss=f"{sums['loss'].item() / seen:.4f}", acc=f"{correct.item() / seen:.3f}",
                             lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-    if timing is not None:
-        timing.update(steps=n_steps, skipped=skipped,
-                      steady=time.perf_counter() - t_steady if t_steady is not None else 0.0)
     stats = torch.stack([*sums.values(), correct.double(), torch.tensor(float(seen), dtype=torch.float64,
                                                                          device=device)])
     if world > 1:
         dist.all_reduce(stats)  # on the device: NCCL reduces CUDA tensors only
-    stats = stats.cpu()
+    stats = stats.cpu()  # waits for the queued steps, so the steady time below counts them
+    if timing is not None:
+        timing.update(steps=n_steps, skipped=skipped,
+                      steady=time.perf_counter() - t_steady if t_steady is not None else 0.0)
     n = max(stats[-1].item(), 1.0)
     out = {k: stats[i].item() / n for i, k in enumerate(sums)}
     out["acc"] = stats[-2].item() / n
