@@ -170,7 +170,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_cla
             logits = model(prep(raw.to(device))).float()
         hard = hard.to(device)
         loss_sum += nn.functional.cross_entropy(logits, hard, reduction="sum").double()
-        conf += torch.bincount(hard * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+        # a one-hot sum, not bincount: CUDA's bincount has no deterministic kernel (cfg.deterministic)
+        conf += nn.functional.one_hot(hard * num_classes + logits.argmax(1), num_classes ** 2).sum(0)
     stats = torch.cat([conf.double(), loss_sum.view(1)])
     if world > 1:
         dist.all_reduce(stats)
