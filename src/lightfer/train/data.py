@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset

@@ -225,11 +225,11 @@ def _loader(ds: Dataset, cfg: TrainConfig, *, train: bool, epoch: int, rank: int
         sampler.set_epoch(epoch)
     elif world > 1:
         ids = torch.utils.data.Subset(ids, list(range(rank, len(ids), world)))  # exact shards, no padding
-    if fields is not None:
-        return TensorBatches(DataLoader(ids, batch_size=bs, shuffle=train and sampler is None, sampler=sampler,
-                                        generator=gen, drop_last=False), fields)
-    return DataLoader(ids, batch_size=bs, shuffle=train and sampler is None, sampler=sampler, generator=gen,
-                      num_workers=cfg.data.num_workers, drop_last=False, pin_memory=torch.cuda.is_available())
+    workers = {} if fields is not None else {"num_workers": cfg.data.num_workers,
+                                             "pin_memory": torch.cuda.is_available()}
+    loader = DataLoader(ids, batch_size=bs, shuffle=train and sampler is None, sampler=sampler, generator=gen,
+                        drop_last=False, **workers)
+    return TensorBatches(loader, fields) if fields is not None else loader
 
 
 class _CsvLog:
