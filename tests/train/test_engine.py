@@ -394,6 +394,46 @@ def test_teacher_from_a_training_checkpoint_uses_its_ema(tmp_path: Path, tiny) -
     assert torch.allclose(table[:4], want, atol=1e-4)
 
 
+def test_teacher_checkpoint_at_live_takes_the_runs_live_weights(tmp_path: Path) -> None:
+    """``teacher.checkpoint: PATH@live`` loads the run's live weights (``lightfer eval --no-ema`` may pick them);
+    ``@ema`` and no suffix the EMA; a suffix the file cannot honour is an error naming the file."""
+    from lightfer.train.builders import build_teacher
+    from lightfer.train.checkpoint import CheckpointError
+    from lightfer.train.config import TrainConfig
+
+    torch.manual_seed(0)
+    main(_cfg(tmp_path / "teacher", model={"name": "fer_mini_xception"}, data={"synthetic_size": 64}, epochs=1,
+              ema_decay=0.9))
+    best = tmp_path / "teacher" / "best.pt"
+    ck = load_checkpoint(best)
+    x = torch.randn(3, 1, 64, 64)
+
+    def teacher_logits(spec: str) -> torch.Tensor:
+        cfg = TrainConfig()
+        cfg.teacher.name, cfg.teacher.checkpoint = "fer_mini_xception", spec
+        with torch.no_grad():
+            return build_teacher(cfg, SyntheticFER(1).classes)(x)
+
+    def reference(state: dict) -> torch.Tensor:
+        from lightfer.models import create_model
+
+        net = create_model("fer_mini_xception", classes=SyntheticFER(1).classes)
+        net.load_state_dict(state)
+        with torch.no_grad():
+            return net.eval()(x)
+
+    live, ema = reference(ck["model"]), reference(ck["ema"])
+    assert not torch.allclose(live, ema, atol=1e-3)
+    torch.testing.assert_close(teacher_logits(f"{best}@live"), live, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(teacher_logits(f"{best}@ema"), ema, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(teacher_logits(str(best)), ema, atol=1e-4, rtol=1e-4)
+    plain = tmp_path / "plain.pt"
+    torch.save(ck["model"], plain)
+    with pytest.raises(CheckpointError, match="plain.pt.*live weights"):
+        teacher_logits(f"{plain}@live")
+    with pytest.raises(ValueError, match="@ema or @live"):
+        teacher_logits(f"{best}@best")
+
 def test_model_with_the_wrong_number_of_outputs_is_refused(tmp_path: Path, tiny) -> None:
     with pytest.raises(ValueError, match="5 outputs"):
         main(_cfg(tmp_path), model=tiny(num_classes=5))

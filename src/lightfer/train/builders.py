@@ -39,11 +39,19 @@ def build_model(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
     return model
 
 
-def _state_dict_from(path: str) -> dict[str, torch.Tensor]:
+def _state_dict_from(spec: str) -> dict[str, torch.Tensor]:
+    """Weights of ``path`` (a lightfer run's EMA when it has one, as its validation used), ``path@live`` (the run's
+    live weights) or ``path@ema``; a plain state dict is taken as it is."""
+    from lightfer.models.shipped import split_member
     from lightfer.train.checkpoint import CheckpointError, load_checkpoint
 
+    path, which = split_member(spec)
     obj = load_checkpoint(path)
-    if isinstance(obj.get("ema"), dict):  # a lightfer run with EMA: validation (and best.pt) used the EMA
+    if which == "live" and not isinstance(obj.get("model"), dict):
+        raise CheckpointError(f"{path}: @live asks for a lightfer run's live weights; this file has none")
+    if which == "ema" and not isinstance(obj.get("ema"), dict):
+        raise CheckpointError(f"{path}: @ema asks for a lightfer run's EMA weights; this file has none")
+    if isinstance(obj.get("ema"), dict) and which != "live":  # a run with EMA: validation (and best.pt) used the EMA
         obj = obj["ema"]
     elif isinstance(obj.get("model"), dict):
         obj = obj["model"]

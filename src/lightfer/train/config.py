@@ -64,7 +64,7 @@ class ModelConfig:
 @dataclass
 class TeacherConfig:
     name: str | None = None  # registered teacher model (kd / manifold tasks)
-    checkpoint: str | None = None  # lightfer checkpoint or state dict with the teacher's weights
+    checkpoint: str | None = None  # lightfer checkpoint (its EMA; PATH@live: its live weights) or a state dict
     pretrained: bool = False  # no checkpoint: the registered weights (a shipped model, or a fetched baseline)
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra entrypoint arguments
     input_size: int | None = None  # teacher input side (default: its pretrained config)
