@@ -58,7 +58,7 @@ class ModelConfig:
     input_size: int | None = None  # default: the model's pretrained config
     pretrained: bool = False  # start from the registered weights
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra entrypoint arguments (resizer, se_head, drop_rate…)
-    init_checkpoint: str | None = None  # start from this checkpoint's weights (not its optimizer)
+    init_checkpoint: str | None = None  # start from this checkpoint's weights (its EMA; PATH@live: live), not its optimizer
 
 
 @dataclass
