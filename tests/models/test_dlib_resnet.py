@@ -138,3 +138,22 @@ def test_first_training_batch_calibrates_norms_keeping_the_function(dlib_file: P
     fresh.calibrate_norms(x)
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(x), before, atol=1e-3, rtol=1e-3)
+
+
+def test_resample_to_serves_small_crops_as_the_trainer_resized_them(tmp_path: Path) -> None:
+    """``resample_to=112`` on 64 px crops gives what a model trained at ``input_size=112`` saw (the trainer's resize)."""
+    from lightfer.train.data import to_model_input
+
+    torch.manual_seed(0)
+    plain = create_model("dlib_resnet_face").eval()
+    inner = create_model("dlib_resnet_face", input_size=64, resample_to=112).eval()
+    inner.load_state_dict(plain.state_dict())
+    raw = torch.rand(3, 1, 64, 64)
+    cfg = plain.pretrained_cfg
+    with torch.no_grad():
+        want = plain(to_model_input(raw, 112, 1, cfg.mean, cfg.std))
+        got = inner(to_model_input(raw, 64, 1, cfg.mean, cfg.std))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    x = to_model_input(raw, 64, 1, cfg.mean, cfg.std)
+    path = export_onnx(inner, tmp_path / "dlib64.onnx", x[:1])
+    assert check_onnx_parity(inner, path, x, atol=1e-4, rtol=1e-3) < 1e-4

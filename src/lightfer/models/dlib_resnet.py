@@ -102,12 +102,15 @@ class DlibResNet(nn.Module):
         drop_rate: dropout before the classifier.
         head: ``"linear"`` or ``"se"``.
         pretrained_backbone: load dlib's weights into the trunk (``lightfer fetch`` provides the file).
+        resample_to: upsample every input to this side first (bilinear, as the trainer's resize), so that a model
+            trained on 64 px crops resized to 112 is served 64 px crops like the ShuffleNets (the same pixels).
     """
 
     def __init__(self, num_classes: int = 7, in_chans: int = 1, drop_rate: float = 0.0, head: str = "linear",
-                 pretrained_backbone: bool = False) -> None:
+                 pretrained_backbone: bool = False, resample_to: int | None = None) -> None:
         super().__init__()
         self.in_chans = in_chans
+        self.resample_to = resample_to
         self.stem_conv = nn.Conv2d(in_chans, 32, 7, 2, 0, bias=False)
         self.stem_bn = frozen_bn(32)
         blocks: list[nn.Module] = []
@@ -159,6 +162,9 @@ class DlibResNet(nn.Module):
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> ``(B, 32, H', W')`` after conv, affine, ReLU and max-pool."""
+        r = self.resample_to
+        if r and tuple(x.shape[-2:]) != (r, r):
+            x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=r < x.shape[-1])
         if min(x.shape[-2:]) < MIN_INPUT_SIZE:
             raise ValueError(f"dlib_resnet_face needs inputs of at least {MIN_INPUT_SIZE} px a side, got "
                              f"{tuple(x.shape[-2:])}: set input_size (112 is the default)")
