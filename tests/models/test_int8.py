@@ -116,10 +116,20 @@ def test_quantize_int8_refuses_wrong_calibration_inputs(tmp_path):
     assert not (tmp_path / "q.onnx").exists()
 
 
-def test_shipped_int8_model_agrees_with_its_float_weights():
-    """The package's int8 file of the x1.0 model: used by default in ONNX Runtime, close to float32 on real faces."""
+def test_shipped_int8_model_agrees_with_its_float_weights(monkeypatch):
+    """The package's int8 file of the x1.0 model: used by default in ONNX Runtime, close to float32 on real faces.
+
+    Only on CPUs where ``precision="auto"`` serves it: without 8-bit dot products (an AVX2-only CPU, seen in
+    session 20) ONNX Runtime's uint8 x int8 kernels saturate and the probabilities move by up to 0.57, which is
+    why such CPUs are served float32."""
     from lightfer import Analyzer
     from lightfer.examples import group_photo
+    from lightfer.export.quantize import cpu_has_int8_dot
+
+    monkeypatch.delenv("LIGHTFER_INT8")
+    if not cpu_has_int8_dot():
+        pytest.skip("no 8-bit dot products on this CPU: the shipped int8 file is not served here")
+    monkeypatch.setenv("LIGHTFER_INT8", "1")
 
     name = "shufflenet_v2_x1_0_fer2013"
     if not create_model(name, pretrained=True).pretrained_cfg.int8_onnx:
