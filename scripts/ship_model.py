@@ -40,6 +40,8 @@ def main() -> int:
                     help="serve with flip TTA (default: keep the checkpoint's setting)")
     ap.add_argument("--crop-mode", choices=["align", "box"], help="override the checkpoint's crop mode")
     ap.add_argument("--crop-margin", type=float, help="override the checkpoint's crop margin")
+    ap.add_argument("--serve-size", type=int, help="serve crops of this side to a model trained on crops resized "
+                                                    "to a larger input (it upsamples them itself: resample_to)")
     ap.add_argument("--check-data", required=True, help="dataset spec of the check, e.g. fer2013:PATH")
     ap.add_argument("--check-limit", type=int, default=500, help="images of the test split in the check")
     a = ap.parse_args()
@@ -62,7 +64,7 @@ def main() -> int:
     else:
         weights = shipped.ship_checkpoint(a.checkpoint, a.name, description=a.description, provenance=provenance,
                                           crop_mode=a.crop_mode, crop_margin=a.crop_margin, tta_flip=a.tta,
-                                          use_ema=not a.no_ema)
+                                          use_ema=not a.no_ema, serve_size=a.serve_size)
     meta_path = weights.with_suffix(".json")
     check = shipped.reproduction_check(a.name, a.check_data, limit=a.check_limit, precision="fp32")
     meta = json.loads(meta_path.read_text())

@@ -157,3 +157,44 @@ def test_resample_to_serves_small_crops_as_the_trainer_resized_them(tmp_path: Pa
     x = to_model_input(raw, 64, 1, cfg.mean, cfg.std)
     path = export_onnx(inner, tmp_path / "dlib64.onnx", x[:1])
     assert check_onnx_parity(inner, path, x, atol=1e-4, rtol=1e-3) < 1e-4
+
+
+def test_ship_fine_tuned_run_served_at_64_px(dlib_file: Path, tmp_path: Path) -> None:
+    """A fine-tuning run at 112 px ships without the training-only ``pretrained_backbone`` and, with ``serve_size``,
+    is served 64 px crops that it upsamples itself: the same outputs as the run's model on the trainer's resize."""
+    from lightfer.models import shipped
+    from lightfer.train.checkpoint import load_model_from_checkpoint
+    from lightfer.train.config import config_from_dict
+    from lightfer.train.data import to_model_input
+    from lightfer.train.engine import main
+
+    cfg = config_from_dict({
+        "epochs": 1, "batch_size": 16, "output_dir": str(tmp_path / "run"), "progress": False,
+        "model": {"name": "dlib_resnet_face", "input_size": 112, "kwargs": {"pretrained_backbone": True}},
+        "optim": {"name": "sgd", "lr": 0.001},
+        "data": {"synthetic_size": 32, "synthetic_image": 64},
+    })
+    torch.manual_seed(0)
+    main(cfg)
+    ckpt = tmp_path / "run" / "best.pt"
+    shipped.ship_checkpoint(ckpt, "tiny_dlib_test", description="test", provenance={"command": "pytest"},
+                            serve_size=64, out_dir=tmp_path)
+    meta = json.loads((tmp_path / "tiny_dlib_test.json").read_text())
+    assert meta["arch_kwargs"] == {"resample_to": 112} and meta["pretrained_cfg"]["input_size"] == 64
+    shipped._register(tmp_path / "tiny_dlib_test.json")
+    try:
+        served = create_model("tiny_dlib_test", pretrained=True).eval()
+        run = load_model_from_checkpoint(ckpt).eval()
+        assert int(run.norms_calibrated) == 1  # the run's first batch calibrated the norms; the flag ships
+        raw = torch.rand(2, 1, 64, 64)
+        c = served.pretrained_cfg
+        with torch.no_grad():
+            torch.testing.assert_close(served(to_model_input(raw, 64, 1, c.mean, c.std)),
+                                       run(to_model_input(raw, 112, 1, c.mean, c.std)), atol=1e-5, rtol=1e-4)
+    finally:
+        shipped._REGISTRY.pop("tiny_dlib_test", None)
+    with pytest.raises(ValueError, match="cannot resample"):
+        from tests.models.test_shipped import _tiny_run
+
+        shipped.ship_checkpoint(_tiny_run(tmp_path / "shuffle"), "x", description="t", provenance={},
+                                serve_size=16, out_dir=tmp_path)

@@ -26,6 +26,8 @@ from lightfer.models.registry import _REGISTRY, PretrainedCfg, get_pretrained_cf
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+# architecture keywords that only start a training run (the shipped state dict holds every weight): dropped when shipping
+TRAINING_ONLY_KWARGS: tuple[str, ...] = ("pretrained_backbone",)
 
 
 def _sha256(path: Path) -> str:
@@ -96,12 +98,14 @@ def register_shipped() -> None:
 
 def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, provenance: dict[str, Any],
                     crop_mode: str | None = None, crop_margin: float | None = None, tta_flip: bool | None = None,
-                    out_dir: Path = WEIGHTS_DIR, use_ema: bool = True) -> Path:
+                    out_dir: Path = WEIGHTS_DIR, use_ema: bool = True, serve_size: int | None = None) -> Path:
     """Write ``<name>.safetensors`` + ``<name>.json`` from a ``lightfer train`` checkpoint (its EMA weights if
     kept and ``use_ema``, else the live weights of the saved epoch).
 
     ``crop_mode`` / ``crop_margin`` / ``tta_flip`` override the checkpoint's pretrained config (how the model
-    is served: they must match how its published numbers were measured)."""
+    is served: they must match how its published numbers were measured). ``serve_size`` serves crops of that side
+    to a model trained on crops resized to a larger input (e.g. 64 px crops upsampled to 112): the architecture
+    must take ``resample_to``, which is set to the trained input size, so the network sees the same pixels."""
     import torch
     from safetensors.torch import save_file
 
@@ -109,6 +113,13 @@ def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, prov
 
     state = load_checkpoint(checkpoint)
     model = load_model_from_checkpoint(checkpoint, use_ema=use_ema)
+    arch_kwargs = {k: v for k, v in state.get("model_kwargs", {}).items() if k not in TRAINING_ONLY_KWARGS}
+    if serve_size is not None and serve_size != model.pretrained_cfg.input_size:
+        if not hasattr(model, "resample_to"):
+            raise ValueError(f"{checkpoint}: {state['model_name']} cannot resample its input; serve it at "
+                             f"{model.pretrained_cfg.input_size} px")
+        arch_kwargs["resample_to"] = int(model.pretrained_cfg.input_size)
+        model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, input_size=int(serve_size))
     cfg = dataclasses.replace(
         model.pretrained_cfg,
         weights=f"lightfer package: weights/{name}.safetensors",
@@ -127,7 +138,7 @@ def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, prov
     meta = {
         "name": name,
         "architecture": arch,
-        "arch_kwargs": state.get("model_kwargs", {}),
+        "arch_kwargs": arch_kwargs,
         "pretrained_cfg": cfg.to_dict(),
         "sha256": _sha256(weights),
         "base_input_size": base.input_size,
