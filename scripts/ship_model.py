@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("--crop-margin", type=float, help="override the checkpoint's crop margin")
     ap.add_argument("--serve-size", type=int, help="serve crops of this side to a model trained on crops resized "
                                                     "to a larger input (it upsamples them itself: resample_to)")
+    ap.add_argument("--fp16", action="store_true", help="store the weights in half precision (half the file)")
     ap.add_argument("--check-data", required=True, help="dataset spec of the check, e.g. fer2013:PATH")
     ap.add_argument("--check-limit", type=int, default=500, help="images of the test split in the check")
     a = ap.parse_args()
@@ -64,7 +65,7 @@ def main() -> int:
     else:
         weights = shipped.ship_checkpoint(a.checkpoint, a.name, description=a.description, provenance=provenance,
                                           crop_mode=a.crop_mode, crop_margin=a.crop_margin, tta_flip=a.tta,
-                                          use_ema=not a.no_ema, serve_size=a.serve_size)
+                                          use_ema=not a.no_ema, serve_size=a.serve_size, fp16=a.fp16)
     meta_path = weights.with_suffix(".json")
     check = shipped.reproduction_check(a.name, a.check_data, limit=a.check_limit, precision="fp32")
     meta = json.loads(meta_path.read_text())

@@ -98,14 +98,16 @@ def register_shipped() -> None:
 
 def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, provenance: dict[str, Any],
                     crop_mode: str | None = None, crop_margin: float | None = None, tta_flip: bool | None = None,
-                    out_dir: Path = WEIGHTS_DIR, use_ema: bool = True, serve_size: int | None = None) -> Path:
+                    out_dir: Path = WEIGHTS_DIR, use_ema: bool = True, serve_size: int | None = None,
+                    fp16: bool = False) -> Path:
     """Write ``<name>.safetensors`` + ``<name>.json`` from a ``lightfer train`` checkpoint (its EMA weights if
     kept and ``use_ema``, else the live weights of the saved epoch).
 
     ``crop_mode`` / ``crop_margin`` / ``tta_flip`` override the checkpoint's pretrained config (how the model
     is served: they must match how its published numbers were measured). ``serve_size`` serves crops of that side
     to a model trained on crops resized to a larger input (e.g. 64 px crops upsampled to 112): the architecture
-    must take ``resample_to``, which is set to the trained input size, so the network sees the same pixels."""
+    must take ``resample_to``, which is set to the trained input size, so the network sees the same pixels.
+    ``fp16`` stores floating-point tensors in half precision (half the file; loading casts them back to float32)."""
     import torch
     from safetensors.torch import save_file
 
@@ -132,6 +134,8 @@ def ship_checkpoint(checkpoint: str | Path, name: str, *, description: str, prov
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{name}.safetensors"
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    if fp16:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     save_file(tensors, str(weights))
     arch = state["model_name"]
     base = get_pretrained_cfg(arch)
