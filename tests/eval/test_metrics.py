@@ -90,6 +90,22 @@ def test_report_table_json_and_png(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
+def test_confusion_plot_keeps_a_long_title_inside_the_picture(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from lightfer.eval.report import plot_confusion
+
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)  # keep the figure to measure it after saving
+    classes = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    title = "shufflenet_v2_x0_5_fer2013 on cache[test] (3573 of 3573 samples, flip TTA)"
+    plot_confusion(np.eye(7) * 10, classes, tmp_path / "cm.png", title=title)
+    fig = kept[0]
+    box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    assert fig.axes[0].get_title().replace("\n", " ") == title
+
+
 def test_paired_comparison_and_exact_mcnemar():
     from math import comb
 

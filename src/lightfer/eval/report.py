@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -100,8 +101,8 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | Path, nor
     ax.set_yticks(range(n), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    if title:
-        ax.set_title(title)
+    if title:  # wrapped to the figure's width: eval's titles (model, data, sample counts, TTA) run long
+        ax.set_title(textwrap.fill(title, width=max(24, int(6.5 * n))), fontsize=9)
     hi = shown.max() if shown.size else 1.0
     for t in range(n):
         for p in range(n):
