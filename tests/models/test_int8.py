@@ -116,24 +116,42 @@ def test_quantize_int8_refuses_wrong_calibration_inputs(tmp_path):
     assert not (tmp_path / "q.onnx").exists()
 
 
+@pytest.mark.parametrize("reduce_range,bound", [(False, 127), (True, 64)])
+def test_quantize_int8_reduce_range_keeps_weights_in_seven_bits(tmp_path, reduce_range, bound):
+    """``reduce_range`` quantises the weights to 7 bits (|q| <= 64), which AVX2's uint8 x int8 kernels cannot
+    saturate; without it the per-channel scales use the full int8 range."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = create_model("shufflenet_v2_x0_5", input_size=32).eval()
+    calib = np.random.default_rng(0).standard_normal((16, 1, 32, 32)).astype(np.float32)
+    path = quantize_int8(model, tmp_path / "q.onnx", calib, reduce_range=reduce_range)
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims and len(t.dims) == 4]
+    assert len(weights) > 10
+    peak = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert peak <= bound and peak > bound // 2 + 1
+
+
 def test_shipped_int8_model_agrees_with_its_float_weights(monkeypatch):
     """The package's int8 file of the x1.0 model: used by default in ONNX Runtime, close to float32 on real faces.
 
-    Only on CPUs where ``precision="auto"`` serves it: without 8-bit dot products (an AVX2-only CPU, seen in
-    session 20) ONNX Runtime's uint8 x int8 kernels saturate and the probabilities move by up to 0.57, which is
-    why such CPUs are served float32."""
+    Its weights are 7-bit (``reduce_range``), so this holds on every CPU. An 8-bit-weight file is checked only where
+    ``precision="auto"`` serves it: without 8-bit dot products (an AVX2-only CPU, seen in session 20) ONNX Runtime's
+    uint8 x int8 kernels saturate and the probabilities moved by up to 0.57, which is why such CPUs are served
+    float32."""
     from lightfer import Analyzer
     from lightfer.examples import group_photo
     from lightfer.export.quantize import cpu_has_int8_dot
 
-    monkeypatch.delenv("LIGHTFER_INT8")
-    if not cpu_has_int8_dot():
-        pytest.skip("no 8-bit dot products on this CPU: the shipped int8 file is not served here")
-    monkeypatch.setenv("LIGHTFER_INT8", "1")
-
     name = "shufflenet_v2_x1_0_fer2013"
-    if not create_model(name, pretrained=True).pretrained_cfg.int8_onnx:
+    meta = json.loads((shipped.WEIGHTS_DIR / f"{name}.json").read_text())
+    if "int8" not in meta:
         pytest.skip(f"{name} ships no int8 file")
+    monkeypatch.delenv("LIGHTFER_INT8")
+    if not (cpu_has_int8_dot() or meta["int8"].get("reduce_range", False)):
+        pytest.skip("no 8-bit dot products on this CPU: the shipped 8-bit-weight int8 file is not served here")
+    monkeypatch.setenv("LIGHTFER_INT8", "1")
     q = Analyzer(name, tta=False, threads=1)
     f = Analyzer(name, tta=False, threads=1, precision="fp32")
     assert (q.classifier.precision, f.classifier.precision) == ("int8", "fp32")
@@ -167,6 +185,9 @@ def test_auto_runs_float32_on_a_cpu_without_int8_dot_products(shipped_int8, tmp_
     assert not cpu_has_int8_dot(tmp_path / "vnni")
     assert ExpressionClassifier(NAME, backend="onnx", threads=1).precision == "fp32"  # auto: float32 here
     assert ExpressionClassifier(NAME, backend="onnx", threads=1, precision="int8").precision == "int8"  # asked for
+    # a 7-bit-weight file (reduce_range, the shipped x1.0's) cannot saturate there: auto serves it on any CPU
+    assert create_model("shufflenet_v2_x1_0_fer2013", pretrained=True).pretrained_cfg.int8_any_cpu
+    assert ExpressionClassifier("shufflenet_v2_x1_0_fer2013", backend="onnx", threads=1).precision == "int8"
     model = create_model(NAME, pretrained=True)
     images = np.zeros((2, 32, 32), np.uint8)
     ds = FERDataset(images, np.zeros(2), tuple(model.pretrained_cfg.classes), name="synthetic")

@@ -45,6 +45,7 @@ class PretrainedCfg:
     int8_onnx: str | None = None  # shipped int8 ONNX Runtime model of these weights (lightfer.export.quantize)
     int8_sha256: str | None = None  # its file's sha256, checked when loaded
     int8_state: str | None = None  # hash of the weights it was quantised from (ExpressionClassifier uses it only for those)
+    int8_any_cpu: bool = False  # 7-bit weights (reduce_range): the file scores the same on CPUs without VNNI
     description: str = ""  # one line for `lightfer models`
 
     @property
@@ -55,7 +56,7 @@ class PretrainedCfg:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (the loader is omitted)."""
         d = dataclasses.asdict(self)
-        for k in ("loader", "int8_onnx", "int8_sha256", "int8_state"):  # files of a shipped model, not its contract
+        for k in ("loader", "int8_onnx", "int8_sha256", "int8_state", "int8_any_cpu"):  # files of a shipped model, not its contract
             d.pop(k, None)
         return d
 

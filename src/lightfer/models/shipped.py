@@ -65,7 +65,7 @@ def _register(meta_path: Path) -> None:
     int8 = meta.get("int8") or {}
     if int8:
         cfg_dict.update(int8_onnx=str(meta_path.parent / int8["file"]), int8_sha256=int8["sha256"],
-                        int8_state=int8["state"])
+                        int8_state=int8["state"], int8_any_cpu=bool(int8.get("reduce_range", False)))
     cfg = PretrainedCfg(**{**cfg_dict, "loader": _make_loader(meta_path.with_suffix(".safetensors"), meta["sha256"])})
     arch_kwargs = dict(meta.get("arch_kwargs", {}))
     resizer = arch_kwargs.pop("resizer", None)
@@ -229,14 +229,16 @@ def ship_ensemble(members: list[str], name: str, *, description: str, provenance
 
 
 def ship_int8(name: str, data: str, *, split: str = "train", num: int = 512, seed: int = 0,
-              evaluation: dict[str, Any] | None = None, out_dir: str | Path | None = None) -> Path:
+              evaluation: dict[str, Any] | None = None, out_dir: str | Path | None = None,
+              reduce_range: bool = False) -> Path:
     """Quantise shipped model ``name`` to int8 and ship it beside its weights as ``<name>.int8.onnx``.
 
     Calibration: ``num`` crops drawn with ``seed`` from ``split`` of dataset spec ``data`` (the crops the model
     was trained on, e.g. ``cache:crops/fer64a0``), preprocessed as serving does. The model's ``.json`` gains
     ``int8``: the file, its sha256, the hash of the weights it was quantised from (the ONNX Runtime backend of
     :class:`~lightfer.classifier.ExpressionClassifier` uses it only for those weights), the calibration and
-    ``evaluation`` (measured figures to record). The model is registered again with its int8 file. Returns the
+    ``evaluation`` (measured figures to record). ``reduce_range``: 7-bit weights, see
+    :func:`~lightfer.export.quantize.quantize_int8`. The model is registered again with its int8 file. Returns the
     ``.onnx`` path.
     """
     import numpy as np
@@ -257,11 +259,13 @@ def ship_int8(name: str, data: str, *, split: str = "train", num: int = 512, see
         raise ValueError(f"{data} [{split}]: no calibration images")
     idx = np.sort(np.random.default_rng(seed).choice(len(ds), min(num, len(ds)), replace=False))
     calib = crops_to_input(np.asarray(ds.images)[idx], model.pretrained_cfg)
-    path = quantize_int8(model, out_dir / f"{name}.int8.onnx", calib)
+    path = quantize_int8(model, out_dir / f"{name}.int8.onnx", calib, reduce_range=reduce_range)
     meta = json.loads(meta_path.read_text())
     meta["int8"] = {
         "file": path.name, "sha256": _sha256(path), "state": _state_hash(model),
-        "format": "ONNX Runtime static quantisation, QDQ: int8 weights per channel, uint8 activations per tensor",
+        "format": "ONNX Runtime static quantisation, QDQ: int8 weights per channel"
+                  + (" in 7 bits (reduce_range)" if reduce_range else "") + ", uint8 activations per tensor",
+        "reduce_range": reduce_range,
         "calibration": f"{len(idx)} inputs of {data.split(':', 1)[0]} [{split}] drawn with seed {seed}",
         **({"evaluation": evaluation} if evaluation else {}),
     }
