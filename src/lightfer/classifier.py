@@ -68,8 +68,8 @@ class ExpressionClassifier:
             ``pretrained_cfg.tta_flip`` (on for models trained and measured that way).
         precision: ONNX Runtime backend only. ``"auto"`` runs the model's shipped int8 quantisation
             (``pretrained_cfg.int8_onnx``) when it has one, its weights are the ones it was quantised from and
-            the CPU has 8-bit dot-product instructions (:func:`lightfer.export.quantize.cpu_has_int8_dot`),
-            else float32; ``"int8"`` requires it; ``"fp32"`` always exports the float32 model. The torch
+            either the file has 7-bit weights (``int8_any_cpu``) or the CPU has 8-bit dot-product instructions
+            (:func:`lightfer.export.quantize.cpu_has_int8_dot`), else float32; ``"int8"`` requires it; ``"fp32"`` always exports the float32 model. The torch
             backend always runs float32. ``self.precision`` says what runs.
     """
 

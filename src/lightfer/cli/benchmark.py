@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="classify each face and its mirror (default: the model's own setting)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="ONNX Runtime classifier: a shipped int8 model where there is one and the CPU has 8-bit dot "
-                   "products (auto), or fp32 / int8")
+                   help="ONNX Runtime classifier: a shipped int8 model where there is one and it has 7-bit weights or "
+                   "the CPU has 8-bit dot products (auto), or fp32 / int8")
     p.add_argument("--backends", nargs="+", choices=["onnx", "torch"], default=["onnx", "torch"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="thread counts to measure")
     p.add_argument("--repeats", type=int, default=30, help="timed runs per configuration")

@@ -26,8 +26,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="average each face with its mirror image (about twice the classify time); "
                    "default: as the model's published numbers were measured (tta_flip in its pretrained config)")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="ONNX Runtime: 'auto' runs a model's shipped int8 quantisation where it has one and the CPU "
-                   "has 8-bit dot products (VNNI, Arm dotprod), else float32; 'int8' insists; 'fp32' always float32 (--backend torch is always float32)")
+                   help="ONNX Runtime: 'auto' runs a model's shipped int8 quantisation where it has one and either the "
+                   "file has 7-bit weights or the CPU has 8-bit dot products (VNNI, Arm dotprod), else float32; 'int8' insists; 'fp32' always float32 (--backend torch is always float32)")
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:

@@ -68,8 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="score in PyTorch (float32) or in ONNX Runtime as served (both models with --compare)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="--backend onnx: 'auto' takes a model's shipped int8 quantisation where it has one and the "
-                        "CPU has 8-bit dot products (VNNI, Arm dotprod)")
+                   help="--backend onnx: 'auto' takes a model's shipped int8 quantisation where it has one and either "
+                        "the file has 7-bit weights or the CPU has 8-bit dot products (VNNI, Arm dotprod)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--limit", type=int, help="only the first N samples (smoke runs)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
