@@ -25,8 +25,8 @@ def int8_file(model: nn.Module, precision: str = "auto") -> Path | None:
 
     ``"auto"``: the model's ``pretrained_cfg.int8_onnx`` when its weights are the ones it was quantised from and
     either the CPU has 8-bit dot-product instructions or the file has 7-bit weights (``int8_any_cpu``: AVX2's
-    kernels cannot saturate on it, and it ran 1.52-1.64 ms against 1.88-2.12 ms in float32 for the x1.0 at batch 1 on
-    session 24's AVX2 VM); ``"int8"``: the file whatever the CPU; ``"fp32"``: never.
+    kernels cannot saturate on it; timings in docs/MODEL_CARD.md); ``"int8"``: the file whatever the CPU;
+    ``"fp32"``: never.
     (The file is not read here: :class:`ExpressionClassifier` checks its sha256 when it loads it.)
     """
     cfg = getattr(model, "pretrained_cfg", None)

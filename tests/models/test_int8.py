@@ -141,15 +141,15 @@ def test_shipped_int8_model_agrees_with_its_float_weights(monkeypatch):
     uint8 x int8 kernels saturate and the probabilities moved by up to 0.57, which is why such CPUs are served
     float32."""
     from lightfer import Analyzer
+    from lightfer.classifier import int8_file
     from lightfer.examples import group_photo
-    from lightfer.export.quantize import cpu_has_int8_dot
 
     name = "shufflenet_v2_x1_0_fer2013"
-    meta = json.loads((shipped.WEIGHTS_DIR / f"{name}.json").read_text())
-    if "int8" not in meta:
+    model = create_model(name, pretrained=True)
+    if not model.pretrained_cfg.int8_onnx:
         pytest.skip(f"{name} ships no int8 file")
     monkeypatch.delenv("LIGHTFER_INT8")
-    if not (cpu_has_int8_dot() or meta["int8"].get("reduce_range", False)):
+    if int8_file(model) is None:
         pytest.skip("no 8-bit dot products on this CPU: the shipped 8-bit-weight int8 file is not served here")
     monkeypatch.setenv("LIGHTFER_INT8", "1")
     q = Analyzer(name, tta=False, threads=1)
