@@ -34,9 +34,10 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="logits file for teacher.logits_file")
     ap.add_argument("--report", default="", help="extra splits to print accuracy on, e.g. val,test")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="torch device of the teachers, e.g. cuda (default cpu)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    members = [load_classifier(t) for t in a.teacher]
+    members = [load_classifier(t).to(a.device) for t in a.teacher]
     classes = tuple(members[0].pretrained_cfg.classes)
     if any(tuple(m.pretrained_cfg.classes) != classes for m in members):
         raise SystemExit("teachers disagree on class order; retrain or remap one of them")

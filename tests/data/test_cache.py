@@ -191,3 +191,51 @@ def test_sharded_cache_reads_like_the_original(tmp_path):
     (tmp_path / "dst" / names[1]).unlink()
     with pytest.raises(FileNotFoundError, match=f"{names[1]}: file of split 'train' missing"):
         read_cache(tmp_path / "dst", "train")
+
+
+def _fer_csv(path, n: int, seed: int = 0) -> np.ndarray:
+    """A FER2013-format CSV of ``n`` smooth random 48x48 training faces; returns the images."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (n, 6, 6)).astype(np.float32)
+    images = np.stack([cv2.resize(c, (48, 48), interpolation=cv2.INTER_CUBIC) for c in coarse])
+    images = np.clip(images + rng.normal(0, 6, images.shape), 0, 255).astype(np.uint8)
+    rows = ["emotion,pixels,Usage"] + [f"{i % 7},{' '.join(map(str, im.ravel()))},Training" for i, im in enumerate(images)]
+    path.write_text("\n".join(rows) + "\n")
+    return images
+
+
+def test_packed_cache_unpacks_bit_for_bit(tmp_path):
+    """pack_cache stores source images + detections; unpack_cache cuts the very same crops (SHA-256 checked),
+    keeps the first N of a limited split, and a packed or damaged cache is refused with the file named."""
+    from lightfer.data.cache import pack_cache, read_cache_arrays, unpack_cache
+
+    csv = tmp_path / "fer.csv"
+    _fer_csv(csv, 12)
+    spec = f"fer2013:{csv}"
+    ds = build_dataset(spec, "train")
+    s = CropSettings(size=32)
+    detect, _ = fake_detector(s)
+    calls = iter(range(100))
+    entry = write_split(tmp_path / "cache", "train", ds, lambda im: [] if next(calls) % 4 == 3 else detect(im), s)
+    update_index(tmp_path / "cache", "train", entry, dataset=ds, settings=s, source=spec, model=None, detector={})
+    mb = pack_cache(tmp_path / "cache", tmp_path / "pack", limit={"train": 10})
+    assert set(mb) == {"train"} and mb["train"] > 0
+    with pytest.raises(ValueError, match="unpack the cache first"):
+        read_cache(tmp_path / "pack", "train")
+    assert unpack_cache(tmp_path / "pack", tmp_path / "back") == {"train": 10}
+    a, b = read_cache_arrays(tmp_path / "cache", "train"), read_cache_arrays(tmp_path / "back", "train")
+    assert not a["face_found"].all() and a["face_found"].any()  # both the warp and the fallback are cut again
+    for key in ("images", "labels", "face_found", "landmarks", "ids"):
+        np.testing.assert_array_equal(a[key][:10], b[key])
+    index = json.loads((tmp_path / "back" / "index.json").read_text())
+    assert index["splits"]["train"]["count"] == 10 and index["splits"]["train"]["file"] == "train.npz"
+    # a cut that no longer matches (here: other crop settings in the index) is refused, naming the split
+    packed = json.loads((tmp_path / "pack" / "index.json").read_text())
+    (tmp_path / "pack" / "index.json").write_text(json.dumps({**packed, "margin": 0.2}))
+    with pytest.raises(ValueError, match="split 'train' differ"):
+        unpack_cache(tmp_path / "pack", tmp_path / "back2")
+    # a source without the cached ids
+    other = tmp_path / "other.csv"
+    _fer_csv(other, 3)
+    with pytest.raises(ValueError, match="ids of split 'train'"):
+        pack_cache(tmp_path / "cache", tmp_path / "pack3", source=f"fer2013:{other}")

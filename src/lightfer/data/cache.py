@@ -70,8 +70,6 @@ def crop_faces(images: np.ndarray, detect: Callable[[np.ndarray], list], setting
         dict with ``images`` (crops, gray when the input is gray), ``face_found``, ``scores``,
         ``boxes`` and ``landmarks`` (source pixels) as described in the module doc.
     """
-    from lightfer.alignment import crop_face
-
     n, gray = len(images), images.ndim == 3
     size = settings.size
     crops = np.empty((n, size, size) if gray else (n, size, size, 3), np.uint8)
@@ -100,12 +98,8 @@ def crop_faces(images: np.ndarray, detect: Callable[[np.ndarray], list], setting
         if best is None:
             crop = resize(src, size)
         else:
-            # an image enlarged for detection has no detail to alias: cut it with the plain warp, as every
-            # shipped model's crops were cut (anti-aliasing the smooth enlargement would only change bits)
-            crop = crop_face(big, np.asarray(best.box, np.float64), np.asarray(best.landmarks, np.float64), size,
-                             settings.margin, settings.mode, antialias=scale == 1.0)
-            if gray:
-                crop = crop[..., 0]
+            crop = _cut(big, scale, np.asarray(best.box, np.float64), np.asarray(best.landmarks, np.float64),
+                        settings, gray)
             found[i] = True
             scores[i] = best.score
             off = np.array([px, py], np.float32)
@@ -113,6 +107,37 @@ def crop_faces(images: np.ndarray, detect: Callable[[np.ndarray], list], setting
             marks[i] = (np.asarray(best.landmarks).reshape(5, 2) - off) / scale
         crops[i] = crop
     return {"images": crops, "face_found": found, "scores": scores, "boxes": boxes, "landmarks": marks}
+
+
+def _cut(big: np.ndarray, scale: float, box: np.ndarray, landmarks: np.ndarray, settings: CropSettings,
+         gray: bool) -> np.ndarray:
+    """The crop of a face found in ``big`` (the padded, upscaled image; ``box`` / ``landmarks`` in its pixels)."""
+    from lightfer.alignment import crop_face
+
+    # an image enlarged for detection has no detail to alias: cut it with the plain warp, as every
+    # shipped model's crops were cut (anti-aliasing the smooth enlargement would only change bits)
+    crop = crop_face(big, box, landmarks, settings.size, settings.margin, settings.mode, antialias=scale == 1.0)
+    return crop[..., 0] if gray else crop
+
+
+def recut_faces(images: np.ndarray, found: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray,
+                settings: CropSettings) -> np.ndarray:
+    """Cut the crops again from the source images ``(N, H, W[, 3])`` uint8 and a cache's stored detections
+    (``face_found`` ``(N,)``, ``boxes`` ``(N, 4)`` and ``landmarks`` ``(N, 5, 2)`` in source pixels), without the
+    detector: the crops :func:`crop_faces` made, ``(N, S, S[, 3])`` uint8 (bit for bit on the 64 px FER2013
+    cache: the stored float32 detections carry the warp exactly)."""
+    gray, size = images.ndim == 3, settings.size
+    out = np.empty((len(images), size, size) if gray else (len(images), size, size, 3), np.uint8)
+    for i, src in enumerate(images):
+        if not found[i]:
+            out[i] = resize(src, size)
+            continue
+        rgb = np.repeat(src[..., None], 3, axis=-1) if gray else src
+        big, scale, px, py = _pad_upscale(rgb, settings)
+        off = np.array([px, py], np.float64)
+        box = (boxes[i].astype(np.float64).reshape(2, 2) * scale + off).ravel()
+        out[i] = _cut(big, scale, box, landmarks[i].astype(np.float64) * scale + off, settings, gray)
+    return out
 
 
 def write_split(out_dir: str | Path, split: str, dataset: FERDataset, detect: Callable[[np.ndarray], list],
@@ -193,6 +218,9 @@ def _split_entry(index: dict[str, Any], split: str) -> dict[str, Any]:
 
 def _split_files(entry: dict[str, Any]) -> list[str]:
     """A split's file names: its shards (``files``) or its one ``file``."""
+    if "pack" in entry and "file" not in entry and "files" not in entry:
+        raise ValueError(f"split stored packed ({entry['pack']}): unpack the cache first "
+                         "(python scripts/pack_cache.py unpack SRC DST)")
     return entry.get("files") or [entry["file"]]
 
 
@@ -238,6 +266,112 @@ def shard_cache(src: str | Path, dst: str | Path, max_mb: float) -> dict[str, li
         index["splits"][split] = entry
         out[split] = names
         log.info("%s: %d samples in %d shards", split, n, k)
+    (dst / "index.json").write_text(json.dumps(index, indent=2))
+    return out
+
+
+def _settings(index: dict[str, Any]) -> CropSettings:
+    """The crop settings an index records."""
+    return CropSettings(size=index["size"], margin=index["margin"], mode=index.get("crop_mode", "align"),
+                        upscale=index["upscale"], small_side=index["small_side"], pad=index["pad"],
+                        border=index.get("border", "replicate"))
+
+
+def _sha256(a: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def pack_cache(src: str | Path, dst: str | Path, splits: Sequence[str] | None = None,
+               source: str | None = None, limit: dict[str, int] | None = None) -> dict[str, float]:
+    """Copy the crop cache ``src`` to ``dst`` as its *source* images (lossless WebP) and stored detections instead
+    of its crops: :func:`unpack_cache` cuts the crops again, bit for bit (checked against a SHA-256 of the
+    crops). For small-source datasets this is the smallest lossless form: FER2013's 48 px faces are 0.56 of
+    their raw size, while the 64 px crops they become are 1.8x as many pixels and compress no better.
+
+    ``source`` is the dataset spec to read the source images from (default: the one the index records); every
+    cached id must be in it. ``limit`` keeps the first samples of a split (``{"val": 1000}``; the index counts
+    them). Returns ``{split: MB written}``. For moving a cache through a size-limited channel,
+    e.g. a lent GPU machine's 64 MiB per call."""
+    from lightfer.data import build_dataset
+
+    index = read_index(src)
+    root, dst = Path(index.pop("_dir")), Path(dst)
+    if dst.resolve() == root.resolve():
+        raise ValueError(f"{dst}: pack into another folder than the source cache")
+    dst.mkdir(parents=True, exist_ok=True)
+    spec = source or index["source"]
+    out: dict[str, float] = {}
+    for split in splits or list(index.get("splits", {})):
+        entry = dict(_split_entry({**index, "_dir": str(root)}, split))
+        arrays = _load_split_arrays(root, split, entry)
+        if limit and split in limit and limit[split] < len(arrays["labels"]):
+            arrays = {k: a[:limit[split]] for k, a in arrays.items()}
+            entry.update(count=len(arrays["labels"]), faces_found=int(arrays["face_found"].sum()),
+                         class_counts=np.bincount(arrays["labels"], minlength=len(index["classes"])).tolist(),
+                         limited_to_first=limit[split])
+            entry["detection_rate"] = round(entry["faces_found"] / entry["count"], 4)
+        ds = build_dataset(spec, split)
+        where = {k: i for i, k in enumerate(ds.ids)}
+        missing = [k for k in arrays["ids"] if str(k) not in where]
+        if missing:
+            raise ValueError(f"{spec}: {len(missing)} ids of split {split!r} of {root} are not in it "
+                             f"(first {missing[0]!r}); pass the source the cache was made from")
+        images = ds.images[[where[str(k)] for k in arrays["ids"]]]
+        blobs = []
+        for i, im in enumerate(images):
+            ok, buf = cv2.imencode(".webp", im, [cv2.IMWRITE_WEBP_QUALITY, 101])  # quality > 100: lossless
+            if not ok:
+                raise ValueError(f"{spec}: image {arrays['ids'][i]} could not be encoded")
+            blobs.append(buf.ravel())
+        name = f"{split}.pack.npz"
+        rest = {k: a for k, a in arrays.items() if k != "images"}
+        np.savez_compressed(dst / name, **rest, source_bytes=np.concatenate(blobs),
+                 source_offsets=np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64),
+                 source_shape=np.asarray(images.shape[1:], np.int64))
+        for key in ("file", "files"):
+            entry.pop(key, None)
+        entry.update(pack=name, crops_sha256=_sha256(arrays["images"]), source_sha256=_sha256(images))
+        index["splits"][split] = entry
+        out[split] = (dst / name).stat().st_size / 1e6
+        log.info("%s: %d samples packed, %.1f MB", split, len(images), out[split])
+    index["splits"] = {k: v for k, v in index["splits"].items() if k in out}
+    index["packed_from"] = spec
+    (dst / "index.json").write_text(json.dumps(index, indent=2))
+    return out
+
+
+def unpack_cache(src: str | Path, dst: str | Path) -> dict[str, int]:
+    """Make a plain crop cache in ``dst`` from the packed one in ``src`` (:func:`pack_cache`): the source images
+    decoded and the crops cut again from the stored detections, each split checked bit for bit against the
+    crops' SHA-256 (a mismatch raises ``ValueError`` naming the split). Returns ``{split: samples}``."""
+    index = read_index(src)
+    root, dst = Path(index.pop("_dir")), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    settings = _settings(index)
+    out: dict[str, int] = {}
+    for split, entry in index.get("splits", {}).items():
+        if "pack" not in entry:
+            raise ValueError(f"{root}: split {split!r} is not packed")
+        with np.load(root / entry["pack"], allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        data, offsets, shape = arrays.pop("source_bytes"), arrays.pop("source_offsets"), arrays.pop("source_shape")
+        flag = cv2.IMREAD_GRAYSCALE if len(shape) == 2 else cv2.IMREAD_COLOR
+        images = np.stack([cv2.imdecode(data[a:b], flag) for a, b in zip(offsets[:-1], offsets[1:])])
+        if _sha256(images) != entry["source_sha256"]:
+            raise ValueError(f"{root / entry['pack']}: the decoded source images of split {split!r} differ from "
+                             "the packed ones")
+        crops = recut_faces(images, arrays["face_found"], arrays["boxes"], arrays["landmarks"], settings)
+        if _sha256(crops) != entry["crops_sha256"]:
+            raise ValueError(f"{root / entry['pack']}: the crops cut again for split {split!r} differ from the "
+                             "cached ones (another OpenCV version?)")
+        np.savez_compressed(dst / f"{split}.npz", images=crops, **arrays)
+        entry = {k: v for k, v in entry.items() if k not in ("pack", "crops_sha256", "source_sha256")}
+        index["splits"][split] = {**entry, "file": f"{split}.npz"}
+        out[split] = len(crops)
+        log.info("%s: %d crops cut again and checked", split, len(crops))
+    index.pop("packed_from", None)
     (dst / "index.json").write_text(json.dumps(index, indent=2))
     return out
 

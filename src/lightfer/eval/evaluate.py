@@ -122,13 +122,14 @@ def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int = 256, t
     if backend != "torch":
         raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
     out = []
+    device = next(model.parameters(), torch.empty(0)).device  # the batches go where the model is (a GPU for teacher logits)
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(crops_to_input(images[i:i + batch_size], cfg))
+            x = torch.from_numpy(crops_to_input(images[i:i + batch_size], cfg)).to(device)
             p = model(x).float().softmax(1)
             if tta_flip:
                 p = (p + model(x.flip(-1)).float().softmax(1)) / 2
-            out.append(p.numpy())
+            out.append(p.cpu().numpy())
     n_cls = len(cfg.classes)
     return np.concatenate(out) if out else np.zeros((0, n_cls), np.float32)
 

@@ -141,6 +141,10 @@ def teacher_logits_table(teacher: nn.Module, ds: Dataset, cfg: TrainConfig, devi
                          "flip": cfg.teacher.tta_flip}, path)
     obj = torch.load(path, map_location="cpu", weights_only=False)
     logits = obj.get("logits") if isinstance(obj, dict) else None
+    limit = cfg.data.limit_train
+    if isinstance(logits, torch.Tensor) and limit == n and logits.shape[0] > n:
+        log.info("%s: the first %d of its %d rows (data.limit_train)", path, n, logits.shape[0])
+        logits = logits[:n]  # the limited split is the first n samples
     if not isinstance(logits, torch.Tensor) or logits.shape != (n, num_classes):
         got = None if logits is None else tuple(logits.shape)
         raise ValueError(f"{path}: teacher logits of shape {got} do not fit {n} samples x {num_classes} classes; "

@@ -306,14 +306,19 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    if teacher is None and cfg.teacher.name and (cfg.loss.task != "supervised" or cfg.loss.fpdls_prior == "confusion"):
+    # logit KD from a logits file already written needs no teacher (it may not even be on this machine)
+    logits_ready = cfg.loss.task == "kd" and bool(cfg.teacher.logits_file) and Path(cfg.teacher.logits_file).is_file()
+    needs_teacher = (cfg.loss.task != "supervised" and not logits_ready) or cfg.loss.fpdls_prior == "confusion"
+    if teacher is None and cfg.teacher.name and needs_teacher:
         teacher = build_teacher(cfg, classes)
+    elif logits_ready and teacher is None:
+        log.info("teacher logits from %s: the teacher is not built", cfg.teacher.logits_file)
     if teacher is not None:
         teacher.to(device).eval().requires_grad_(False)
     criterion = build_criterion(cfg, train_ds, k, teacher, device)
     t_logits = None
     if cfg.loss.task in ("kd", "manifold") and cfg.teacher.logits_file:
-        assert teacher is not None
+        assert teacher is not None or logits_ready
         if rank == 0:
             teacher_logits_table(teacher, train_ds, cfg, device, cfg.teacher.logits_file, k)
         if world > 1:
