@@ -30,13 +30,13 @@ mkdir -p "$DEST" "$RUN"
   date -u +%FT%TZ
   nvidia-smi -L 2>/dev/null
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-  [[ -f crops/gpu/fer64a0/index.json ]] || "$PY" scripts/pack_cache.py unpack crops/gpu/fer64a0_pack crops/gpu/fer64a0
+  [[ -f crops/gpu/fer64a0/index.json ]] || "$PY" scripts/pack_cache.py unpack --lenient crops/gpu/fer64a0_pack crops/gpu/fer64a0
 } 2>&1 | tee "$RUN/setup.log"
 
 train() {  # name, config, extra --set values...
   local name=$1 config=$2
   shift 2
-  "$PY" -m lightfer train "$config" --time-budget "$MINUTES" --threads 3 \
+  "$PY" -m lightfer train "$config" --time-budget "$MINUTES" --fit-share 0.9 --threads 3 \
     --set "output_dir=$RUN/$name" "$@" "${SETS[@]}" > "$RUN/$name.log" 2>&1
   echo "$name: exit $? at $(date -u +%T)" | tee -a "$RUN/setup.log"
 }

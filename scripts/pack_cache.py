@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--splits", help="comma-separated splits to pack (default: all)")
     ap.add_argument("--limit", action="append", default=[], metavar="SPLIT=N",
                     help="pack only the first N samples of SPLIT (repeat), e.g. val=1000")
+    ap.add_argument("--lenient", action="store_true",
+                    help="unpack: keep crops that differ from the packed ones (a warning) instead of failing")
     ap.add_argument("--source", help="dataset spec of the source images (default: the index's source)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -34,7 +36,7 @@ def main() -> None:
         for split, mb in pack_cache(a.src, a.dst, splits, a.source, limit).items():
             print(f"{split}: {mb:.1f} MB")
     else:
-        for split, n in unpack_cache(a.src, a.dst).items():
+        for split, n in unpack_cache(a.src, a.dst, strict=not a.lenient).items():
             print(f"{split}: {n} crops")
 
 

@@ -163,6 +163,13 @@ def test_time_budget_shortens_the_schedule_to_what_fits(tmp_path: Path, tiny, mo
     assert [r["lr"] for r in _rows(tmp_path / "three")] == [r["lr"] for r in _rows(tmp_path / "fit")]
 
 
+def test_fit_share_leaves_slack_for_slower_later_epochs(tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 10 s per epoch, 105 s budget: 1 + 95 // 10 = 10 epochs fit; with fit_share 0.8, 1 + 76 // 10 = 8
+    _VirtualClock(monkeypatch, [10.0])
+    res = main(_cfg(tmp_path, epochs=20, **_BUDGET_RUN), model=tiny(), time_budget=105.0, fit_share=0.8, stop_after=1)
+    assert res["epochs"] == 8
+
+
 def test_time_budget_stops_before_an_epoch_that_would_overrun(tmp_path: Path, tiny,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     _VirtualClock(monkeypatch, [10.0, 30.0])  # the first epoch looked cheap; the next ones are not

@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the config had said so "
                         "(with a 1-epoch warm-up the cosine is then exactly the shorter one's); an epoch that would "
                         "still overrun is not started. --resume keeps the shortened length")
+    p.add_argument("--fit-share", type=float, default=1.0, metavar="F",
+                   help="with --time-budget: fit the schedule into this share of the time left after the first "
+                        "epoch (default 1.0); e.g. 0.9 where runs share a machine and the first epoch's pace may be "
+                        "optimistic, so a slower pace still ends the fitted schedule inside the budget")
     p.add_argument("--threads", type=int, help="torch CPU threads for this process (default: torch's choice)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=run)
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         summary = main(cfg, resume=args.resume, stop_after=args.stop_after,
-                       time_budget=args.time_budget * 60 if args.time_budget else None)
+                       time_budget=args.time_budget * 60 if args.time_budget else None, fit_share=args.fit_share)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"lightfer train: {e}", file=sys.stderr)
         return 2

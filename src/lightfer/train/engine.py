@@ -262,7 +262,7 @@ class _CsvLog:
 
 def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | None = None,
          teacher: nn.Module | None = None, datasets: tuple[Dataset, Dataset | None] | None = None,
-         stop_after: int | None = None, time_budget: float | None = None) -> dict[str, Any]:
+         stop_after: int | None = None, time_budget: float | None = None, fit_share: float = 1.0) -> dict[str, Any]:
     """Train as ``cfg`` says. ``model`` / ``teacher`` / ``datasets`` replace the ones the config names
     (tests, notebooks). ``resume``: ``True`` for ``output_dir/last.pt`` or a checkpoint path.
     ``stop_after``: stop once this epoch is done (a time-boxed session; ``resume`` continues the same schedule).
@@ -270,6 +270,8 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     the epochs that fit (see :func:`_fit_epochs`), as if the config had said so: with a one-epoch warm-up the
     cosine schedule is then exactly that of the shorter config, and ``resume`` keeps the shortened length. Any
     later epoch that would overrun the budget is not started (``last.pt`` holds the one before it).
+    ``fit_share``: the schedule is fitted into this share of the time left after the first epoch (the stop rule
+    still uses the whole budget): slack for runs whose later epochs may be slower than the first.
 
     Returns a summary: ``best_acc``, ``best_epoch``, ``last`` (the last CSV row), ``output_dir``,
     ``epochs`` (the schedule's length, shortened or not)."""
@@ -405,7 +407,8 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
             spent = time.perf_counter() - t_main
             if epoch == 0:
                 pace = _epoch_pace(row["seconds"], timing, time.perf_counter() - t_trained)
-                fit = _from_rank0(_fit_epochs(cfg.epochs, time_budget, spent, pace), world, device)
+                fit_budget = spent + (time_budget - spent) * fit_share
+                fit = _from_rank0(_fit_epochs(cfg.epochs, fit_budget, spent, pace), world, device)
                 if fit < cfg.epochs:
                     log.warning("time budget %.0f s: the schedule is shortened from %d to %d epochs (%.1f s for "
                                 "the first, %.1f s per epoch after its warm-up steps, %.1f s spent)", time_budget,
