@@ -249,3 +249,26 @@ def test_ship_an_ensemble_of_checkpoints(checkpoint, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="input_size"):  # the 64 px default cannot join 32 px members
         shipped.ship_ensemble([str(checkpoint), "shufflenet_v2_x0_5_fer2013"], "tiny_bad_ens", description="x",
                               provenance={}, out_dir=tmp_path)
+
+
+def test_ensemble_of_shipped_models_is_stored_by_reference(tmp_path):
+    """An ensemble of shipped models writes only a .json naming them; loading it takes each member's own weights
+    (no weight stored twice) and serves the mean of their probabilities."""
+    members = ["shufflenet_v2_x0_5_fer2013", "shufflenet_v2_x0_5_fer2013_ban"]
+    path = shipped.ship_ensemble(members, "tiny_ref_ens_test", description="test", provenance={"command": "pytest"},
+                                 tta_flip=True, out_dir=tmp_path)
+    assert path.suffix == ".json" and not (tmp_path / "tiny_ref_ens_test.safetensors").exists()
+    meta = json.loads(path.read_text())
+    assert meta["member_models"] == members and meta["sha256"] is None
+    shipped._register(path)
+    try:
+        model = create_model("tiny_ref_ens_test", pretrained=True).eval()
+        a, b = (create_model(m, pretrained=True).eval() for m in members)
+        x = torch.randn(3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            np.testing.assert_allclose(model(x).exp().numpy(), ((a(x).softmax(1) + b(x).softmax(1)) / 2).numpy(),
+                                       atol=1e-5)
+        assert model.pretrained_cfg.tta_flip
+    finally:
+        shipped._REGISTRY.pop("tiny_ref_ens_test", None)
+

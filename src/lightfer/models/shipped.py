@@ -48,6 +48,18 @@ def _make_loader(weights: Path, sha256: str):
     return load
 
 
+def _make_member_loader(names: list[str]):
+    """Loader of an ensemble shipped by reference: each member gets its own shipped weights (their sha256 checked
+    by that member's loader), so the package holds every file once."""
+    def load(model: nn.Module) -> None:
+        for name, member in zip(names, model.members):
+            if name not in _REGISTRY or _REGISTRY[name].cfg.loader is None:
+                raise FileNotFoundError(f"ensemble member {name!r} is not a shipped model of this package")
+            _REGISTRY[name].cfg.loader(member)
+
+    return load
+
+
 def _register(meta_path: Path) -> None:
     meta = json.loads(meta_path.read_text())
     name, arch = meta["name"], meta["architecture"]
@@ -66,7 +78,9 @@ def _register(meta_path: Path) -> None:
     if int8:
         cfg_dict.update(int8_onnx=str(meta_path.parent / int8["file"]), int8_sha256=int8["sha256"],
                         int8_state=int8["state"], int8_any_cpu=bool(int8.get("reduce_range", False)))
-    cfg = PretrainedCfg(**{**cfg_dict, "loader": _make_loader(meta_path.with_suffix(".safetensors"), meta["sha256"])})
+    refs = meta.get("member_models")
+    loader = _make_member_loader(refs) if refs else _make_loader(meta_path.with_suffix(".safetensors"), meta["sha256"])
+    cfg = PretrainedCfg(**{**cfg_dict, "loader": loader})
     arch_kwargs = dict(meta.get("arch_kwargs", {}))
     resizer = arch_kwargs.pop("resizer", None)
     backbone_size = int(meta.get("backbone_input_size") or cfg.input_size)
@@ -186,10 +200,22 @@ def _ensemble_member(spec: str) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), {"architecture": arch, "kwargs": kwargs}
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with float sequences (normalisation statistics) equal to 1e-9: the same statistics computed on
+    another machine may differ in the last digit."""
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b) and \
+            all(isinstance(v, float) for v in (*a, *b)):
+        return all(abs(x - y) <= 1e-9 * max(1.0, abs(x)) for x, y in zip(a, b))
+    return a == b
+
+
 def ship_ensemble(members: list[str], name: str, *, description: str, provenance: dict[str, Any],
                   tta_flip: bool | None = None, out_dir: Path = WEIGHTS_DIR) -> Path:
     """Write ``<name>.safetensors`` + ``<name>.json`` for a probability-averaging :class:`~lightfer.models.ensemble.
     Ensemble` of ``members`` (checkpoints, ``checkpoint@live``, or registered names with pretrained weights).
+    When every member is a shipped (registered, pretrained) model, only the ``.json`` is written: it names them
+    (``member_models``) and loading takes each member's own weights file, so no weight is stored twice. Returns the
+    weights path (the ``.json`` for such a reference ensemble).
 
     Every member must take the same crop (size, channels, normalisation, crop mode and margin) and predict the
     same classes in the same order; ``tta_flip`` sets how the ensemble is served (default: off)."""
@@ -204,22 +230,28 @@ def ship_ensemble(members: list[str], name: str, *, description: str, provenance
     keys = ("input_size", "in_chans", "mean", "std", "classes", "crop_mode", "crop_margin")
     first = built[0][0].pretrained_cfg
     for spec, (model, _) in zip(members, built):
-        diff = [k for k in keys if getattr(model.pretrained_cfg, k) != getattr(first, k)]
+        diff = [k for k in keys if not _same(getattr(model.pretrained_cfg, k), getattr(first, k))]
         if diff:
             raise ValueError(f"ensemble member {spec!r} differs from {members[0]!r} in {', '.join(diff)}")
     net = Ensemble([m for m, _ in built])
     cfg = dataclasses.replace(first, weights=f"lightfer package: weights/{name}.safetensors", license="MIT",
                               description=description, tta_flip=bool(tta_flip))
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / f"{name}.safetensors"
-    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items() if isinstance(v, torch.Tensor)},
-              str(weights))
+    by_reference = all(not Path(split_member(m)[0]).is_file() and m in _REGISTRY and _REGISTRY[m].cfg.loader is not None
+                       for m in members)
+    weights = out_dir / f"{name}.{'json' if by_reference else 'safetensors'}"
+    if not by_reference:
+        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items() if isinstance(v, torch.Tensor)},
+                  str(weights))
+    else:
+        cfg = dataclasses.replace(cfg, weights=f"lightfer package: the weights of {', '.join(members)}")
     meta = {
         "name": name,
         "architecture": "ensemble",
         "arch_kwargs": {"members": [arch for _, arch in built]},
+        **({"member_models": list(members)} if by_reference else {}),
         "pretrained_cfg": cfg.to_dict(),
-        "sha256": _sha256(weights),
+        "sha256": None if by_reference else _sha256(weights),
         "base_input_size": cfg.input_size,
         "backbone_input_size": cfg.input_size,
         "provenance": {**provenance, "members": list(members)},
