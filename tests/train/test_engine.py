@@ -468,6 +468,14 @@ def test_ema_averages_parameters_and_bn_statistics_with_warm_up():
     assert ema.current_decay() == 0.999
     torch.testing.assert_close(ema.module[0].weight, net[0].weight, atol=1e-2, rtol=0)
     torch.testing.assert_close(ema.module[1].running_var, net[1].running_var, atol=1e-2, rtol=0)
+    # the fused update is the per-tensor lerp bit for bit
+    ref = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        net[0].weight.mul_(-0.5)
+    ema.update(net)
+    for k, v in ema.module.state_dict().items():
+        if v.dtype.is_floating_point:
+            assert torch.equal(v, ref[k].lerp(net.state_dict()[k], 1 - 0.999)), k
 
 
 def test_kd_from_a_shipped_teacher_with_flip_averaged_logits(tmp_path: Path) -> None:

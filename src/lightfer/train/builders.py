@@ -245,12 +245,17 @@ class ModelEma(nn.Module):
         d = self.current_decay()
         self.updates += 1
         current = model.state_dict()
+        averaged: list[torch.Tensor] = []
+        latest: list[torch.Tensor] = []
         for name, e in self.module.state_dict().items():
             m = current[name].detach()
             if e.dtype.is_floating_point:
-                e.lerp_(m, 1.0 - d)
+                averaged.append(e)
+                latest.append(m)
             else:
                 e.copy_(m)
+        if averaged:  # one fused launch per tensor group on a GPU (a kernel per tensor made small steps host-bound)
+            torch._foreach_lerp_(averaged, latest, 1.0 - d)
 
     def forward(self, x: torch.Tensor) -> Any:
         """The averaged model's output."""

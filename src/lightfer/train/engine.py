@@ -94,7 +94,7 @@ def train_one_epoch(
         tx = teacher_prep(raw) if teacher_prep is not None else None
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        t_logits = teacher_logits[idx].to(device) if teacher_logits is not None else None
+        t_logits = teacher_logits[idx.to(teacher_logits.device)].to(device) if teacher_logits is not None else None
 
         def forward() -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
             with _autocast(device, cfg.amp):
@@ -325,7 +325,8 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
             teacher_logits_table(teacher, train_ds, cfg, device, cfg.teacher.logits_file, k)
         if world > 1:
             dist.barrier()
-        t_logits = teacher_logits_table(teacher, train_ds, cfg, device, cfg.teacher.logits_file, k, compute=False)
+        t_logits = teacher_logits_table(teacher, train_ds, cfg, device, cfg.teacher.logits_file, k,
+                                        compute=False).to(device)  # on the device: no copy per step
         if cfg.loss.task == "kd":
             teacher = None  # the logits are reused; the teacher is not needed any more
         # manifold: the KD term reads the file, the teacher still runs online for its features
