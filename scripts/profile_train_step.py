@@ -29,7 +29,7 @@ def run(config: str, sets: list[str], steps: int, out: Path) -> float:
     cfg.data.limit_train = steps * cfg.batch_size
     cfg.data.limit_val = cfg.batch_size
     train(cfg, stop_after=2)
-    rows = list(csv.DictReader(open(out / "log.csv")))
+    rows = list(csv.DictReader((out / "log.csv").read_text().splitlines()))
     return float(rows[-1]["seconds"]) / steps  # the second epoch: no one-off warm-ups
 
 

@@ -304,14 +304,14 @@ def pack_cache(src: str | Path, dst: str | Path, splits: Sequence[str] | None = 
     from lightfer.data import build_dataset
 
     index = read_index(src)
-    root, dst = Path(index.pop("_dir")), Path(dst)
+    root, dst = Path(index["_dir"]), Path(dst)
     if dst.resolve() == root.resolve():
         raise ValueError(f"{dst}: pack into another folder than the source cache")
     dst.mkdir(parents=True, exist_ok=True)
     spec = source or index["source"]
     out: dict[str, float] = {}
     for split in splits or list(index.get("splits", {})):
-        entry = dict(_split_entry({**index, "_dir": str(root)}, split))
+        entry = dict(_split_entry(index, split))
         arrays = _load_split_arrays(root, split, entry)
         if limit and split in limit and limit[split] < len(arrays["labels"]):
             arrays = {k: a[:limit[split]] for k, a in arrays.items()}
@@ -343,6 +343,7 @@ def pack_cache(src: str | Path, dst: str | Path, splits: Sequence[str] | None = 
         index["splits"][split] = entry
         out[split] = (dst / name).stat().st_size / 1e6
         log.info("%s: %d samples packed, %.1f MB", split, len(images), out[split])
+    index.pop("_dir")
     index["splits"] = {k: v for k, v in index["splits"].items() if k in out}
     index["packed_from"] = spec
     (dst / "index.json").write_text(json.dumps(index, indent=2))
