@@ -242,3 +242,48 @@ def test_packed_cache_unpacks_bit_for_bit(tmp_path):
     _fer_csv(other, 3)
     with pytest.raises(ValueError, match="ids of split 'train'"):
         pack_cache(tmp_path / "cache", tmp_path / "pack3", source=f"fer2013:{other}")
+
+
+def test_reused_detections_cut_the_crops_a_detector_run_cuts(tmp_path):
+    """write_split(reuse=load_detections(...)) takes stored detections by id: only images the reused cache lacks
+    meet the detector, the crops equal a fresh run's bit for bit, other crop sizes are cut from the same
+    detections, and a cache detected otherwise, or one whose pixels differ under the same ids, is refused."""
+    from lightfer.data.cache import load_detections, read_cache_arrays
+
+    csv = tmp_path / "fer.csv"
+    _fer_csv(csv, 10)
+    spec = f"fer2013:{csv}"
+    ds = build_dataset(spec, "train")
+    s = CropSettings(size=32)
+    detect, _ = fake_detector(s)
+    calls = iter(range(100))
+    flaky = lambda im: [] if next(calls) % 4 == 3 else detect(im)  # noqa: E731 -- some images without a face
+    first = ds.subset(range(7))
+    entry = write_split(tmp_path / "a", "train", first, flaky, s)
+    update_index(tmp_path / "a", "train", entry, dataset=first, settings=s, source=spec, model=None, detector={})
+    reuse = load_detections([tmp_path / "a"], s, {})
+    seen = []
+    write_split(tmp_path / "b", "train", ds, lambda im: seen.append(1) or detect(im), s, reuse=reuse)
+    assert len(seen) == 3  # the 3 images the first cache lacks
+    a, b = read_cache_arrays(tmp_path / "a", "train"), np.load(tmp_path / "b" / "train.npz")
+    assert not a["face_found"].all()
+    for key in ("images", "face_found", "labels", "ids"):
+        np.testing.assert_array_equal(a[key], b[key][:7])
+    np.testing.assert_array_equal(a["landmarks"], b["landmarks"][:7])
+    # another crop size from the same detections: what a detector run at that size cuts
+    s48 = CropSettings(size=48)
+    calls = iter(range(100))
+    fresh = write_split(tmp_path / "c", "train", first, lambda im: [] if next(calls) % 4 == 3 else detect(im), s48)
+    write_split(tmp_path / "d", "train", first, lambda im: pytest.fail("detector called"), s48,
+                reuse=load_detections([tmp_path / "a"], s48, {}))
+    assert fresh["count"] == 7
+    np.testing.assert_array_equal(np.load(tmp_path / "c" / "train.npz")["images"],
+                                  np.load(tmp_path / "d" / "train.npz")["images"])
+    with pytest.raises(ValueError, match="detected with pad=0.25"):
+        load_detections([tmp_path / "a"], CropSettings(size=32, pad=0.1), {})
+    # same ids, other pixels: the re-cut crops do not match the reused cache's own
+    other = tmp_path / "other" / "fer.csv"
+    other.parent.mkdir()
+    _fer_csv(other, 10, seed=1)
+    with pytest.raises(ValueError, match="its images are not this dataset's"):
+        write_split(tmp_path / "e", "train", build_dataset(f"fer2013:{other}", "train"), detect, s, reuse=reuse)

@@ -88,3 +88,27 @@ def test_every_recipe_runs_one_tiny_epoch(recipe: str, tmp_path: Path) -> None:
     res = main(cfg)
     assert res["last"]["epoch"] == 1
     assert (tmp_path / "last.pt").is_file()
+
+
+def test_init_from_a_shipped_model_of_other_classes_matches_classifier_rows_by_name() -> None:
+    """model.init_checkpoint may name a shipped model: an 8-class FER+ network takes every weight of the 7-class
+    FER2013 one, its classifier rows by class name (so the shared classes' logits are the same), and `contempt`
+    keeps its fresh row; a model the weights do not fit is refused."""
+    from lightfer.data.labels import FERPLUS_CLASSES
+    from lightfer.models import create_model
+    from lightfer.train.builders import init_weights
+
+    src = create_model("shufflenet_v2_x0_5_fer2013", pretrained=True).eval()
+    model = create_model("shufflenet_v2_x0_5", classes=FERPLUS_CLASSES)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    init_weights(model, "shufflenet_v2_x0_5_fer2013", FERPLUS_CLASSES)
+    model.eval()
+    x = torch.rand(3, 1, 64, 64)
+    order = [src.pretrained_cfg.classes.index(c) for c in FERPLUS_CLASSES[:7]]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[:, :7], src(x)[:, order])
+    head = [k for k, v in model.state_dict().items() if v.shape[:1] == (8,)]
+    assert head and all(torch.equal(model.state_dict()[k][7], fresh[k][7]) for k in head)  # contempt untouched
+    with pytest.raises(ValueError, match=r"is \(24, 24, 1, 1\), the model.s \(58"):
+        init_weights(create_model("shufflenet_v2_x1_0", classes=FERPLUS_CLASSES), "shufflenet_v2_x0_5_fer2013",
+                     FERPLUS_CLASSES)

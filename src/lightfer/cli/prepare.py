@@ -12,6 +12,7 @@ EPILOG = """examples:
   lightfer prepare --data fer2013:/data/fer2013.csv.gz --out crops/fer64 --splits test
   lightfer prepare --data fer2013:/data/fer2013.csv.gz --out crops/fer64 --splits train,val,test --model fer_mini_xception
   lightfer prepare --data ferplus:/data/fer2013.csv.gz,/data/fer2013new.csv --out crops/ferplus112 --size 112 --margin 0.15
+  lightfer prepare --data ferplus:/data/fer2013.csv.gz,/data/fer2013new.csv --out crops/ferplus64 --reuse crops/fer64
   lightfer prepare --data 'folder:/data/ckplus?split=all' --out crops/ck --splits all
   lightfer eval fer_mini_xception --data cache:crops/fer64 --split test      # evaluate on the cached crops
 each split becomes DIR/<split>.npz (crops, labels, face_found, boxes, landmarks) and DIR/index.json
@@ -46,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["onnx", "torch"], default="onnx", help="detector engine")
     p.add_argument("--threads", type=int, help="CPU threads (torch and ONNX Runtime)")
     p.add_argument("--limit", type=int, help="only the first N images per split (smoke runs)")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="take the detections of images with the same id from this crop cache (repeatable; it must "
+                   "have been detected with the same detector, upscale, pad and border): e.g. FER+ from a FER2013 "
+                   "cache, which holds the same pixels. Other sizes, margins and modes are cut from them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -54,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the cache; prints the detection rate per split. Returns 1 on a data error."""
     set_threads(args.threads)
     from lightfer.data import build_dataset
-    from lightfer.data.cache import CropSettings, update_index, write_split
+    from lightfer.data.cache import CropSettings, load_detections, update_index, write_split
     from lightfer.detection import FaceDetector
     from lightfer.models import get_pretrained_cfg
 
@@ -69,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
                             upscale=args.upscale, small_side=args.small_side, pad=args.pad, border=args.border)
     det_kwargs = {"backend": args.backend, "score_threshold": args.score}
     detector = FaceDetector(args.backend, threads=args.threads, score_threshold=args.score)
+    try:
+        reuse = load_detections(args.reuse, settings, det_kwargs) if args.reuse else None
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         try:
             ds = build_dataset(args.data, None if split == "all" else split)
@@ -78,7 +88,12 @@ def run(args: argparse.Namespace) -> int:
         if args.limit:
             ds = ds.subset(range(min(args.limit, len(ds))))
         t0 = time.perf_counter()
-        entry = write_split(args.out, split, ds, detector.detect, settings, progress=not args.no_progress)
+        try:
+            entry = write_split(args.out, split, ds, detector.detect, settings, progress=not args.no_progress,
+                                reuse=reuse)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         update_index(args.out, split, entry, dataset=ds, settings=settings, source=args.data,
                      model=args.model if args.size is None and args.margin is None and args.mode is None else None,
                      detector=det_kwargs)

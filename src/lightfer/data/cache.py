@@ -140,12 +140,86 @@ def recut_faces(images: np.ndarray, found: np.ndarray, boxes: np.ndarray, landma
     return out
 
 
+DETECTION_KEYS = ("upscale", "small_side", "pad", "border", "detector")  # index entries that decide the detections
+
+
+def load_detections(caches: Sequence[str | Path], settings: CropSettings,
+                    detector: dict[str, Any]) -> dict[str, Any]:
+    """The stored detections of other crop caches, for :func:`write_split`'s ``reuse``: a cache of the same source
+    images (e.g. FER2013 and FER+, which share FER2013's pixels and its ``file:line`` ids) need not run the detector
+    again, and may cut crops of another size, margin or mode from them.
+
+    Every cache must have been detected as this run detects (``upscale``, ``small_side``, ``pad``, ``border`` and
+    the detector settings equal), or a ``ValueError`` names the difference. Returns ``{"ids": {id: (cache, row)},
+    "arrays": [per-cache dict of face_found, scores, boxes, landmarks, images], "same_crop": [bool]}``
+    (``same_crop``: the cache's crops are cut as this run's, so reused crops can be checked bit for bit)."""
+    head = {"upscale": settings.upscale, "small_side": settings.small_side, "pad": settings.pad,
+            "border": settings.border, "detector": detector}
+    out: dict[str, Any] = {"ids": {}, "arrays": [], "same_crop": []}
+    for c, cache in enumerate(caches):
+        index = read_index(cache)
+        for key in DETECTION_KEYS:
+            if index.get(key) != head[key]:
+                raise ValueError(f"{index['_dir']}: its faces were detected with {key}={index.get(key)!r}, this run "
+                                 f"uses {head[key]!r}: its detections cannot be reused")
+        keep: dict[str, np.ndarray] = {k: [] for k in ("face_found", "scores", "boxes", "landmarks", "images")}
+        n = 0
+        for split in index.get("splits", {}):
+            arrays = read_cache_arrays(cache, split)
+            for k in keep:
+                keep[k].append(arrays[k])
+            for i, sid in enumerate(arrays["ids"]):
+                out["ids"].setdefault(str(sid), (c, n + i))
+            n += len(arrays["ids"])
+        out["arrays"].append({k: np.concatenate(v) for k, v in keep.items()})
+        out["same_crop"].append(_settings(index) == settings)
+    return out
+
+
+def _crop_reusing(images: np.ndarray, ids: Sequence[str], detect: Callable[[np.ndarray], list],
+                  settings: CropSettings, reuse: dict[str, Any], progress: bool) -> dict[str, np.ndarray]:
+    """:func:`crop_faces` of ``images`` ``(N, H, W[, 3])``, taking the detections of the ids found in ``reuse``
+    (:func:`load_detections`) and running ``detect`` on the rest only."""
+    where = [reuse["ids"].get(str(i)) for i in ids]
+    have = np.array([w is not None for w in where], bool)
+    fresh = crop_faces(images[~have], detect, settings, progress=progress)
+    out = {k: np.empty((len(images),) + v.shape[1:], v.dtype) for k, v in fresh.items()}
+    for k, v in fresh.items():
+        out[k][~have] = v
+    rows = np.flatnonzero(have)
+    checked = differ = 0
+    for c, arrays in enumerate(reuse["arrays"]):
+        mine = rows[[where[r][0] == c for r in rows]] if len(rows) else rows
+        if not len(mine):
+            continue
+        src = np.array([where[r][1] for r in mine])
+        for k in ("face_found", "scores", "boxes", "landmarks"):
+            out[k][mine] = arrays[k][src]
+        out["images"][mine] = recut_faces(images[mine], arrays["face_found"][src], arrays["boxes"][src],
+                                          arrays["landmarks"][src], settings)
+        if reuse["same_crop"][c]:
+            checked += len(mine)
+            differ += int((out["images"][mine] != arrays["images"][src]).reshape(len(mine), -1).any(1).sum())
+    log.info("reused the detections of %d of %d images (%d detected now)", len(rows), len(images), int((~have).sum()))
+    if checked and differ > 0.01 * checked:
+        raise ValueError(f"{differ} of {checked} crops cut from reused detections differ from the reused cache's own "
+                         "crops: its images are not this dataset's (same ids, other pixels?)")
+    if differ:
+        log.warning("%d of %d crops cut from reused detections differ from the reused cache's (OpenCV build?)",
+                    differ, checked)
+    return out
+
+
 def write_split(out_dir: str | Path, split: str, dataset: FERDataset, detect: Callable[[np.ndarray], list],
-                settings: CropSettings, progress: bool = False) -> dict[str, Any]:
-    """Crop one split of ``dataset`` into ``out_dir/<split>.npz``; returns its index entry."""
+                settings: CropSettings, progress: bool = False, reuse: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Crop one split of ``dataset`` into ``out_dir/<split>.npz``; returns its index entry. ``reuse``
+    (:func:`load_detections`) supplies stored detections by id: only images without one meet the detector."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    arrays = crop_faces(dataset.images, detect, settings, progress=progress)
+    if reuse is not None and dataset.ids:
+        arrays = _crop_reusing(dataset.images, dataset.ids, detect, settings, reuse, progress)
+    else:
+        arrays = crop_faces(dataset.images, detect, settings, progress=progress)
     arrays["labels"] = dataset.labels
     arrays["ids"] = np.asarray(dataset.ids, dtype=str)
     if dataset.soft_labels is not None:

@@ -21,7 +21,7 @@ from lightfer.train.tasks import DistillationTask, SupervisedTask
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_model", "build_teacher", "build_criterion", "build_task", "ModelEma", "teacher_logits_table",
+__all__ = ["build_model", "init_weights", "build_teacher", "build_criterion", "build_task", "ModelEma", "teacher_logits_table",
            "model_input_fn"]
 
 
@@ -35,8 +35,42 @@ def build_model(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
     model = create_model(m.name, pretrained=m.pretrained, classes=None if m.pretrained else classes,
                          in_chans=m.in_chans, input_size=m.input_size, **m.kwargs)
     if m.init_checkpoint:
-        model.load_state_dict(_state_dict_from(m.init_checkpoint))
+        init_weights(model, m.init_checkpoint, classes)
     return model
+
+
+def init_weights(model: nn.Module, spec: str, classes: tuple[str, ...]) -> None:
+    """Load start weights into ``model`` (built for ``classes``): a checkpoint (:func:`_state_dict_from`) or, when
+    ``spec`` is not a file, the registered pretrained model of that name (e.g. ``dlib_resnet_face_fer2013``).
+    A pretrained model of other classes (FER2013's 7 for an 8-class FER+ run) gives its classifier rows to the
+    classes of the same name; the rest (``contempt``) keep their fresh initialisation. Raises ``ValueError``
+    when a tensor does not fit and cannot be matched that way."""
+    from lightfer.models import create_model, list_models
+
+    if Path(spec.split("@")[0]).exists() or spec not in list_models(pretrained=True):
+        model.load_state_dict(_state_dict_from(spec))
+        return
+    src_model = create_model(spec, pretrained=True)
+    src_classes = tuple(src_model.pretrained_cfg.classes)
+    src = src_model.state_dict()
+    own = model.state_dict()
+    if set(src) != set(own):
+        raise ValueError(f"init_checkpoint {spec!r}: its weights do not fit {type(model).__name__} "
+                         f"(keys differ: {sorted(set(src) ^ set(own))[:4]})")
+    shared = [(i, src_classes.index(c)) for i, c in enumerate(classes) if c in src_classes]
+    head = next(reversed(src)).rsplit(".", 1)[0]  # the classifier: the module registered last
+    with torch.no_grad():
+        for key, t in own.items():
+            s = src[key].to(t.dtype)
+            by_class = key.rsplit(".", 1)[0] == head and s.shape[:1] == (len(src_classes),)
+            if not by_class and s.shape == t.shape:
+                t.copy_(s)
+            elif by_class and t.shape[:1] == (len(classes),) and s.shape[1:] == t.shape[1:]:
+                for i, j in shared:
+                    t[i].copy_(s[j])
+            else:
+                raise ValueError(f"init_checkpoint {spec!r}: {key} is {tuple(s.shape)}, the model's {tuple(t.shape)}")
+    log.info("start weights: %s (%d of %d classes' classifier rows matched by name)", spec, len(shared), len(classes))
 
 
 def _state_dict_from(spec: str) -> dict[str, torch.Tensor]:

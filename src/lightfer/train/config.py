@@ -58,7 +58,9 @@ class ModelConfig:
     input_size: int | None = None  # default: the model's pretrained config
     pretrained: bool = False  # start from the registered weights
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra entrypoint arguments (resizer, se_head, drop_rate…)
-    init_checkpoint: str | None = None  # start from this checkpoint's weights (its EMA; PATH@live: live), not its optimizer
+    # start from this checkpoint's weights (its EMA; PATH@live: live), not its optimizer; or from a registered
+    # pretrained model by name (e.g. a shipped model: its classifier rows are matched to this data's classes by name)
+    init_checkpoint: str | None = None
 
 
 @dataclass
