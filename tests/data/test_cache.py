@@ -204,20 +204,33 @@ def _fer_csv(path, n: int, seed: int = 0) -> np.ndarray:
     return images
 
 
+def _flaky(detect):
+    """``detect`` that finds no face in every fourth image it is given (so caches hold both kinds of crop)."""
+    calls = iter(range(10_000))
+    return lambda im: [] if next(calls) % 4 == 3 else detect(im)
+
+
+def _fer_cache(tmp_path, n: int, out: str, limit: int | None = None):
+    """A fake-detected 32 px cache ``tmp_path/out`` of ``n`` synthetic FER2013 faces (its first ``limit``), one in four
+    without a face; returns the full dataset, its spec, the settings and the fake detector."""
+    csv = tmp_path / "fer.csv"
+    _fer_csv(csv, n)
+    spec = f"fer2013:{csv}"
+    ds = build_dataset(spec, "train")
+    s = CropSettings(size=32)
+    detect, _ = fake_detector(s)
+    part = ds.subset(range(limit)) if limit else ds
+    entry = write_split(tmp_path / out, "train", part, _flaky(detect), s)
+    update_index(tmp_path / out, "train", entry, dataset=part, settings=s, source=spec, model=None, detector={})
+    return ds, spec, s, detect
+
+
 def test_packed_cache_unpacks_bit_for_bit(tmp_path):
     """pack_cache stores source images + detections; unpack_cache cuts the very same crops (SHA-256 checked),
     keeps the first N of a limited split, and a packed or damaged cache is refused with the file named."""
     from lightfer.data.cache import pack_cache, read_cache_arrays, unpack_cache
 
-    csv = tmp_path / "fer.csv"
-    _fer_csv(csv, 12)
-    spec = f"fer2013:{csv}"
-    ds = build_dataset(spec, "train")
-    s = CropSettings(size=32)
-    detect, _ = fake_detector(s)
-    calls = iter(range(100))
-    entry = write_split(tmp_path / "cache", "train", ds, lambda im: [] if next(calls) % 4 == 3 else detect(im), s)
-    update_index(tmp_path / "cache", "train", entry, dataset=ds, settings=s, source=spec, model=None, detector={})
+    _fer_cache(tmp_path, 12, "cache")
     mb = pack_cache(tmp_path / "cache", tmp_path / "pack", limit={"train": 10})
     assert set(mb) == {"train"} and mb["train"] > 0
     with pytest.raises(ValueError, match="unpack the cache first"):
@@ -250,17 +263,8 @@ def test_reused_detections_cut_the_crops_a_detector_run_cuts(tmp_path):
     detections, and a cache detected otherwise, or one whose pixels differ under the same ids, is refused."""
     from lightfer.data.cache import load_detections, read_cache_arrays
 
-    csv = tmp_path / "fer.csv"
-    _fer_csv(csv, 10)
-    spec = f"fer2013:{csv}"
-    ds = build_dataset(spec, "train")
-    s = CropSettings(size=32)
-    detect, _ = fake_detector(s)
-    calls = iter(range(100))
-    flaky = lambda im: [] if next(calls) % 4 == 3 else detect(im)  # noqa: E731 -- some images without a face
+    ds, _, s, detect = _fer_cache(tmp_path, 10, "a", limit=7)
     first = ds.subset(range(7))
-    entry = write_split(tmp_path / "a", "train", first, flaky, s)
-    update_index(tmp_path / "a", "train", entry, dataset=first, settings=s, source=spec, model=None, detector={})
     reuse = load_detections([tmp_path / "a"], s, {})
     seen = []
     write_split(tmp_path / "b", "train", ds, lambda im: seen.append(1) or detect(im), s, reuse=reuse)
@@ -272,8 +276,7 @@ def test_reused_detections_cut_the_crops_a_detector_run_cuts(tmp_path):
     np.testing.assert_array_equal(a["landmarks"], b["landmarks"][:7])
     # another crop size from the same detections: what a detector run at that size cuts
     s48 = CropSettings(size=48)
-    calls = iter(range(100))
-    fresh = write_split(tmp_path / "c", "train", first, lambda im: [] if next(calls) % 4 == 3 else detect(im), s48)
+    fresh = write_split(tmp_path / "c", "train", first, _flaky(detect), s48)
     write_split(tmp_path / "d", "train", first, lambda im: pytest.fail("detector called"), s48,
                 reuse=load_detections([tmp_path / "a"], s48, {}))
     assert fresh["count"] == 7
