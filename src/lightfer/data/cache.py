@@ -162,7 +162,7 @@ def load_detections(caches: Sequence[str | Path], settings: CropSettings,
             if index.get(key) != head[key]:
                 raise ValueError(f"{index['_dir']}: its faces were detected with {key}={index.get(key)!r}, this run "
                                  f"uses {head[key]!r}: its detections cannot be reused")
-        keep: dict[str, np.ndarray] = {k: [] for k in ("face_found", "scores", "boxes", "landmarks", "images")}
+        keep: dict[str, list[np.ndarray]] = {k: [] for k in ("face_found", "scores", "boxes", "landmarks", "images")}
         n = 0
         for split in index.get("splits", {}):
             arrays = read_cache_arrays(cache, split)
@@ -180,19 +180,19 @@ def _crop_reusing(images: np.ndarray, ids: Sequence[str], detect: Callable[[np.n
                   settings: CropSettings, reuse: dict[str, Any], progress: bool) -> dict[str, np.ndarray]:
     """:func:`crop_faces` of ``images`` ``(N, H, W[, 3])``, taking the detections of the ids found in ``reuse``
     (:func:`load_detections`) and running ``detect`` on the rest only."""
-    where = [reuse["ids"].get(str(i)) for i in ids]
-    have = np.array([w is not None for w in where], bool)
+    where = np.array([reuse["ids"].get(str(i), (-1, -1)) for i in ids], np.int64).reshape(-1, 2)
+    cache_of, row_of = where[:, 0], where[:, 1]  # -1: not in any reused cache
+    have = cache_of >= 0
     fresh = crop_faces(images[~have], detect, settings, progress=progress)
     out = {k: np.empty((len(images),) + v.shape[1:], v.dtype) for k, v in fresh.items()}
     for k, v in fresh.items():
         out[k][~have] = v
-    rows = np.flatnonzero(have)
     checked = differ = 0
     for c, arrays in enumerate(reuse["arrays"]):
-        mine = rows[[where[r][0] == c for r in rows]] if len(rows) else rows
+        mine = np.flatnonzero(cache_of == c)
         if not len(mine):
             continue
-        src = np.array([where[r][1] for r in mine])
+        src = row_of[mine]
         for k in ("face_found", "scores", "boxes", "landmarks"):
             out[k][mine] = arrays[k][src]
         out["images"][mine] = recut_faces(images[mine], arrays["face_found"][src], arrays["boxes"][src],
@@ -200,7 +200,8 @@ def _crop_reusing(images: np.ndarray, ids: Sequence[str], detect: Callable[[np.n
         if reuse["same_crop"][c]:
             checked += len(mine)
             differ += int((out["images"][mine] != arrays["images"][src]).reshape(len(mine), -1).any(1).sum())
-    log.info("reused the detections of %d of %d images (%d detected now)", len(rows), len(images), int((~have).sum()))
+    log.info("reused the detections of %d of %d images (%d detected now)", int(have.sum()), len(images),
+             int((~have).sum()))
     if checked and differ > 0.01 * checked:
         raise ValueError(f"{differ} of {checked} crops cut from reused detections differ from the reused cache's own "
                          "crops: its images are not this dataset's (same ids, other pixels?)")

@@ -21,8 +21,8 @@ from lightfer.train.tasks import DistillationTask, SupervisedTask
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_model", "init_weights", "build_teacher", "build_criterion", "build_task", "ModelEma", "teacher_logits_table",
-           "model_input_fn"]
+__all__ = ["build_model", "init_weights", "build_teacher", "build_criterion", "build_task", "ModelEma",
+           "teacher_logits_table", "model_input_fn"]
 
 
 def build_model(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
