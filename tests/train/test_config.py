@@ -34,6 +34,7 @@ def test_overrides_parse_yaml_values_and_nest(tmp_path: Path) -> None:
     ({"loss": {"md_layers": [["only_one"]]}}, "md_layers entries"),
     ({"loss": {"md_teacher_layout": "chw"}}, "md_teacher_layout"),
     ({"amp": "fp8"}, "amp"),
+    ({"teacher": {"amp": "int8"}}, "teacher.amp"),
     ({"loss": {"fpdls": True}, "data": {"target": "soft"}}, "hard labels"),
     ({"loss": {"fpdls_prior": "teacher"}}, "fpdls_prior"),
     ({"data": []}, "data: expected a mapping"),

@@ -538,3 +538,22 @@ def test_md_teacher_stops_after_its_last_hooked_layer(tiny) -> None:
         assert torch.allclose(cut[k], full[k]), k
     assert task.teacher_hooks is not None and not task.teacher_hooks.stop  # a plain forward is not cut short
     assert teacher(x).shape == (8, 7)
+
+
+def test_teacher_amp_runs_only_the_teacher_in_bf16(tiny) -> None:
+    """``teacher_amp`` autocasts the online teacher alone: its forward runs in bf16, the student's logits stay
+    float32, and the KD term stays close to the float32 teacher's."""
+    from lightfer.train.tasks import DistillationTask
+
+    torch.manual_seed(0)
+    student, teacher = tiny().eval(), tiny(width=12).eval()  # eval: the two student passes are the same
+    seen = []
+    teacher.fc.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    x, y = torch.randn(8, 1, 32, 32), torch.randint(0, 7, (8,))
+    plain, _ = DistillationTask(teacher, 4.0, 0.5)(student, x, y)
+    low, logits = DistillationTask(teacher, 4.0, 0.5, teacher_amp=torch.bfloat16)(student, x, y)
+    assert seen == [torch.float32, torch.bfloat16]
+    assert logits.dtype == torch.float32 and low["kd"].dtype == torch.float32
+    assert torch.allclose(plain["ce"], low["ce"])  # the student ran in float32 both times
+    assert torch.allclose(plain["kd"], low["kd"], rtol=0.05, atol=1e-3)
+    assert not torch.equal(plain["kd"], low["kd"])  # the teacher really ran in bf16

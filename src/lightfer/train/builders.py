@@ -247,8 +247,9 @@ def build_task(cfg: TrainConfig, student: nn.Module, teacher: nn.Module | None,
     if lc.task == "manifold":
         md = ManifoldDistillation(lc.md_lambda_intra, lc.md_lambda_inter, lc.md_lambda_rand, lc.md_samples,
                                   lc.md_chunk, lc.md_layout, lc.md_teacher_layout)
+    amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.teacher.amp]
     return DistillationTask(teacher, lc.kd_temperature, lc.kd_alpha, criterion, lc.smoothing, md, lc.md_beta,
-                            lc.md_layers, student)
+                            lc.md_layers, student, teacher_amp=amp)
 
 
 class ModelEma(nn.Module):

@@ -94,6 +94,7 @@ def train_one_epoch(
         tx = teacher_prep(raw) if teacher_prep is not None else None
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+            tx = tx.contiguous(memory_format=torch.channels_last) if tx is not None else None
         t_logits = teacher_logits[idx.to(teacher_logits.device)].to(device) if teacher_logits is not None else None
 
         def forward() -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
@@ -317,6 +318,8 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         log.info("teacher logits from %s: the teacher is not built", cfg.teacher.logits_file)
     if teacher is not None:
         teacher.to(device).eval().requires_grad_(False)
+        if cfg.channels_last:
+            teacher.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, train_ds, k, teacher, device)
     t_logits = None
     if cfg.loss.task in ("kd", "manifold") and cfg.teacher.logits_file:

@@ -3,6 +3,7 @@
 fine-grained manifold distillation (Hao et al., NeurIPS 2022) with CE + KD + β·MD."""
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -98,8 +99,9 @@ class DistillationTask(SupervisedTask):
     """(1 − α)·CE + α·T²·KL(teacher ‖ student) [+ β·MD over hooked layer pairs].
 
     Teacher logits come from ``teacher_logits`` (precomputed, ``(B, K)``) or from running ``teacher``
-    on ``teacher_x`` under ``no_grad``. With ``md`` set, the teacher always runs (features are needed) — only as
-    far as its last hooked layer when the logits are precomputed.
+    on ``teacher_x`` under ``no_grad`` — under autocast to ``teacher_amp`` when given (the student keeps the
+    caller's precision). With ``md`` set, the teacher always runs (features are needed) — only as far as its
+    last hooked layer when the logits are precomputed.
     """
 
     def __init__(
@@ -113,9 +115,11 @@ class DistillationTask(SupervisedTask):
         md_beta: float = 1.0,
         md_layers: list[list[str]] | None = None,
         student: nn.Module | None = None,
+        teacher_amp: torch.dtype | None = None,
     ) -> None:
         super().__init__(criterion, smoothing)
         self.teacher = teacher
+        self.teacher_amp = teacher_amp
         if teacher is not None:
             teacher.eval().requires_grad_(False)
         self.temperature, self.alpha = float(temperature), float(alpha)
@@ -143,11 +147,13 @@ class DistillationTask(SupervisedTask):
             if self.teacher is None:
                 raise ValueError("no teacher model and no precomputed teacher logits")
             tx = x if teacher_x is None else teacher_x
-            with torch.no_grad():
+            amp = (torch.autocast(tx.device.type, dtype=self.teacher_amp) if self.teacher_amp is not None
+                   else contextlib.nullcontext())
+            with torch.no_grad(), amp:
                 if self.teacher_hooks is not None and (teacher_logits is not None or self.alpha == 0):
                     t_feats = self.teacher_hooks.features(tx)  # no teacher logits needed: stop early
                 else:
-                    teacher_logits = self.teacher(tx)
+                    teacher_logits = self.teacher(tx).float()
         logits = model(x)
         losses = {"ce": (1.0 - self.alpha) * self.base_loss(logits, target)}
         if self.alpha > 0:
