@@ -35,6 +35,8 @@ def test_overrides_parse_yaml_values_and_nest(tmp_path: Path) -> None:
     ({"loss": {"md_teacher_layout": "chw"}}, "md_teacher_layout"),
     ({"amp": "fp8"}, "amp"),
     ({"teacher": {"amp": "int8"}}, "teacher.amp"),
+    ({"augment": {"mixup": -1.0}}, "augment.mixup"),
+    ({"augment": {"mix_prob": 2.0}}, "mix_prob"),
     ({"loss": {"fpdls": True}, "data": {"target": "soft"}}, "hard labels"),
     ({"loss": {"fpdls_prior": "teacher"}}, "fpdls_prior"),
     ({"data": []}, "data: expected a mapping"),

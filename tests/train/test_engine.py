@@ -14,7 +14,7 @@ import yaml
 from lightfer.train import main
 from lightfer.train.checkpoint import load_checkpoint, save_checkpoint
 from lightfer.train.config import config_from_dict
-from lightfer.train.data import SyntheticFER, augment_batch, to_model_input
+from lightfer.train.data import Mix, SyntheticFER, augment_batch, mix_batch, to_model_input
 from lightfer.train.tasks import SupervisedTask
 from lightfer.train.config import AugmentConfig
 
@@ -557,3 +557,51 @@ def test_teacher_amp_runs_only_the_teacher_in_bf16(tiny) -> None:
     assert torch.allclose(plain["ce"], low["ce"])  # the student ran in float32 both times
     assert torch.allclose(plain["kd"], low["kd"], rtol=0.05, atol=1e-3)
     assert not torch.equal(plain["kd"], low["kd"])  # the teacher really ran in bf16
+
+
+def test_mixup_and_cutmix_batches() -> None:
+    """Mixup is the λ-blend of each image with its partner; cutmix pastes one box of the partner and λ is the
+    share of the image left; off (or mix_prob 0) leaves the batch and the random stream alone."""
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 16, 16)
+    state = torch.get_rng_state()
+    assert mix_batch(x, AugmentConfig()) == (x, None)
+    assert mix_batch(x, AugmentConfig(mixup=0.4, mix_prob=0.0))[1] is None
+    out, mix = mix_batch(x, AugmentConfig(mixup=0.4))
+    assert mix is not None and 0.0 <= mix.lam <= 1.0 and sorted(mix.perm.tolist()) == list(range(6))
+    assert torch.allclose(out, mix.lam * x + (1 - mix.lam) * x[mix.perm])
+    for _ in range(5):
+        out, mix = mix_batch(x, AugmentConfig(cutmix=1.0))
+        assert mix is not None
+        from_other = (out == x[mix.perm]) & (out != x)
+        assert abs(from_other[:, 0].float().mean(dim=(1, 2)).max().item() - (1 - mix.lam)) < 1e-6
+        assert torch.equal((out == x) | (out == x[mix.perm]), torch.ones_like(out, dtype=torch.bool))
+    torch.set_rng_state(state)
+    mix_batch(x, AugmentConfig())
+    assert torch.equal(torch.get_rng_state(), state)  # off: no random numbers drawn (old runs replay exactly)
+
+
+def test_mixed_label_term_and_a_mixup_kd_run(tmp_path: Path, tiny) -> None:
+    """The label term of a mixed batch is λ·L(y) + (1 − λ)·L(y[perm]) for hard and soft targets; a KD run
+    with mixup trains (the online teacher labels the mixed images), and mixup refuses a teacher-logits file."""
+    from lightfer.train.config import ConfigError
+    from lightfer.train.tasks import SupervisedTask
+
+    torch.manual_seed(0)
+    logits, y = torch.randn(8, 7), torch.randint(0, 7, (8,))
+    mix = Mix(torch.randperm(8), 0.3)
+    task = SupervisedTask(smoothing=0.1)
+    want = 0.3 * task.base_loss(logits, y) + 0.7 * task.base_loss(logits, y[mix.perm])
+    assert torch.allclose(task.base_loss(logits, y, mix), want)
+    soft = torch.softmax(torch.randn(8, 7), 1)
+    want = 0.3 * task.base_loss(logits, soft) + 0.7 * task.base_loss(logits, soft[mix.perm])
+    assert torch.allclose(task.base_loss(logits, soft, mix), want)
+    assert not torch.allclose(task.base_loss(logits, y, mix), task.base_loss(logits, y))
+
+    cfg = _cfg(tmp_path, loss={"task": "kd", "kd_alpha": 0.5}, teacher={"name": "unused_here", "amp": "bf16"},
+               augment={"mixup": 0.4, "cutmix": 1.0}, epochs=1)
+    main(cfg, model=tiny(), teacher=tiny(width=12))
+    row = _rows(tmp_path)[0]
+    assert float(row["train_loss_kd"]) > 0 and float(row["train_loss_ce"]) > 0
+    with pytest.raises(ConfigError, match="unmixed"):
+        _cfg(tmp_path, loss={"task": "kd"}, teacher={"name": "t", "logits_file": "x.pt"}, augment={"mixup": 0.2})

@@ -48,6 +48,11 @@ class AugmentConfig:
     erase: float = 0.0  # probability of random erasing
     noise: float = 0.0  # probability of Gaussian pixel noise (robustness to noisy photos; 0: off)
     noise_std: float = 0.06  # its standard deviation is drawn per image from [0, noise_std] (images in [0, 1])
+    # batch mixing after the above (Zhang et al. 2018; Yun et al. 2019): one λ ~ Beta(a, a) per batch, images mixed
+    # with a shuffled copy of the batch, the label term mixed by λ; an online teacher labels the mixed image itself
+    mixup: float = 0.0  # mixup's Beta a (0: off)
+    cutmix: float = 0.0  # cutmix's Beta a (0: off); with both set, each mixed batch picks one at random
+    mix_prob: float = 1.0  # probability that a batch is mixed
 
 
 @dataclass
@@ -300,6 +305,12 @@ def validate(cfg: TrainConfig) -> None:
     for pair in cfg.loss.md_layers:
         if len(pair) != 2:
             raise ConfigError(f"loss.md_layers entries are [student_module, teacher_module], got {pair}")
+    a = cfg.augment
+    if min(a.mixup, a.cutmix) < 0 or not 0.0 <= a.mix_prob <= 1.0:
+        raise ConfigError("augment.mixup / augment.cutmix must be >= 0 and augment.mix_prob in [0, 1]")
+    if (a.mixup > 0 or a.cutmix > 0) and cfg.loss.task != "supervised" and cfg.teacher.logits_file:
+        raise ConfigError("augment.mixup / augment.cutmix with teacher.logits_file: the file holds the teacher's "
+                          "logits of the unmixed images; drop the file so the teacher labels the mixed batch online")
     if cfg.loss.fpdls and cfg.data.target == "soft":
         raise ConfigError("loss.fpdls needs hard labels (data.target = hard)")
     if not (cfg.loss.fpdls_prior in ("uniform", "votes", "confusion") or cfg.loss.fpdls_prior.startswith("file:")):

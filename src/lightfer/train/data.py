@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from lightfer.train.config import AugmentConfig, DataConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyntheticFER", "Indexed", "TensorBatches", "build_datasets", "split_tensors", "augment_batch",
+__all__ = ["SyntheticFER", "Indexed", "TensorBatches", "build_datasets", "split_tensors", "augment_batch", "mix_batch", "Mix",
            "to_model_input", "split_batch"]
 
 
@@ -224,6 +225,40 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
         sigma = torch.rand(b) * cfg.noise_std * (torch.rand(b) < cfg.noise)
         x = (x + torch.randn(x.shape).to(dev, x.dtype) * sigma.view(b, 1, 1, 1).to(dev, x.dtype)).clamp(0.0, 1.0)
     return x
+
+
+@dataclass(frozen=True)
+class Mix:
+    """How a batch was mixed: image i is ``lam·x[i] + (1 − lam)·x[perm[i]]`` (mixup) or ``x[i]`` with a box of
+    ``x[perm[i]]`` covering the share ``1 − lam`` of it (cutmix)."""
+
+    perm: torch.Tensor  # (B,) int64
+    lam: float
+
+
+def mix_batch(x: torch.Tensor, cfg: AugmentConfig) -> tuple[torch.Tensor, Mix | None]:
+    """Mixup / cutmix of ``(B, C, H, W)`` images with a shuffled copy of the batch, one λ ~ Beta(a, a) per batch
+    (cutmix's λ is the share the box leaves, after clipping it to the image). Returns the images and the
+    :class:`Mix` to mix the labels with, or ``None`` when the batch was left as it was.
+    Random numbers come from torch's CPU generator."""
+    kinds = [(k, a) for k, a in (("mixup", cfg.mixup), ("cutmix", cfg.cutmix)) if a > 0]
+    b = x.shape[0]
+    if not kinds or b < 2 or float(torch.rand(())) >= cfg.mix_prob:
+        return x, None
+    kind, a = kinds[int(torch.randint(len(kinds), ()))]
+    lam = float(torch.distributions.Beta(a, a).sample())
+    perm = torch.randperm(b)
+    other = x[perm.to(x.device)]
+    if kind == "mixup":
+        return lam * x + (1.0 - lam) * other, Mix(perm, lam)
+    h, w = x.shape[-2:]
+    r = math.sqrt(1.0 - lam)
+    cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+    y0, y1 = max(cy - int(h * r / 2), 0), min(cy + int(h * r / 2), h)
+    x0, x1 = max(cx - int(w * r / 2), 0), min(cx + int(w * r / 2), w)
+    out = x.clone()
+    out[..., y0:y1, x0:x1] = other[..., y0:y1, x0:x1]
+    return out, Mix(perm, 1.0 - (y1 - y0) * (x1 - x0) / (h * w))
 
 
 def to_model_input(x: torch.Tensor, input_size: int | None, in_chans: int, mean: tuple[float, ...],

@@ -31,7 +31,7 @@ from lightfer.train.builders import (ModelEma, build_criterion, build_model, bui
 from lightfer.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from lightfer.train.config import TrainConfig, config_to_dict, save_config
 from lightfer.train.data import (IndexRange, Indexed, TensorBatches, augment_batch, build_datasets,
-                                 dataset_classes, split_batch, split_tensors)
+                                 dataset_classes, mix_batch, split_batch, split_tensors)
 from lightfer.train.tasks import SupervisedTask
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,10 @@ def train_one_epoch(
             t_steady = time.perf_counter()
         idx, raw, target, hard = split_batch(batch, cfg.data.target)
         raw, target, hard = raw.to(device, non_blocking=True), target.to(device), hard.to(device)
+        mix = None
         if cfg.data.normalize:
             raw = augment_batch(raw, cfg.augment)
+            raw, mix = mix_batch(raw, cfg.augment)
         x = prep(raw)
         tx = teacher_prep(raw) if teacher_prep is not None else None
         if cfg.channels_last:
@@ -99,7 +101,7 @@ def train_one_epoch(
 
         def forward() -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
             with _autocast(device, cfg.amp):
-                losses, logits = task(model, x, target, teacher_x=tx, teacher_logits=t_logits)
+                losses, logits = task(model, x, target, teacher_x=tx, teacher_logits=t_logits, mix=mix)
             return sum(losses.values()), losses, logits  # type: ignore[return-value]
 
         loss, losses, logits = forward()

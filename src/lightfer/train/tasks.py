@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lightfer.losses import ManifoldDistillation, cross_entropy, kd_kl
+from lightfer.train.data import Mix
 
 __all__ = ["SupervisedTask", "DistillationTask", "FeatureHooks", "StopForward"]
 
@@ -82,17 +83,21 @@ class SupervisedTask(nn.Module):
         self.criterion = criterion
         self.smoothing = smoothing
 
-    def base_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The hard/soft-label term."""
+    def base_loss(self, logits: torch.Tensor, target: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
+        """The hard/soft-label term; for a mixed batch (:func:`~lightfer.train.data.mix_batch`) the λ-weighted
+        sum of the terms with both images' labels."""
+        if mix is not None:
+            other = target[mix.perm.to(target.device)]
+            return mix.lam * self.base_loss(logits, target) + (1.0 - mix.lam) * self.base_loss(logits, other)
         if self.criterion is not None and target.ndim == 1:
             return self.criterion(logits, target)
         return cross_entropy(logits, target, self.smoothing)
 
-    def forward(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, **_: object
-                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def forward(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, mix: Mix | None = None,
+                **_: object) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """``x (B, C, H, W)``, ``target (B,)`` or ``(B, K)`` → (losses, student logits ``(B, K)``)."""
         logits = model(x)
-        return {"ce": self.base_loss(logits, target)}, logits
+        return {"ce": self.base_loss(logits, target, mix)}, logits
 
 
 class DistillationTask(SupervisedTask):
@@ -139,9 +144,10 @@ class DistillationTask(SupervisedTask):
         return self
 
     def forward(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
-                teacher_x: torch.Tensor | None = None, teacher_logits: torch.Tensor | None = None, **_: object
-                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Student input ``x (B, C, H, W)``, teacher input ``teacher_x`` (default ``x``) → (losses, logits)."""
+                teacher_x: torch.Tensor | None = None, teacher_logits: torch.Tensor | None = None,
+                mix: Mix | None = None, **_: object) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Student input ``x (B, C, H, W)``, teacher input ``teacher_x`` (default ``x``) → (losses, logits).
+        With ``mix`` the label term is mixed; the KD term needs the teacher's logits of the mixed images."""
         t_feats = None
         if self.md is not None or teacher_logits is None:
             if self.teacher is None:
@@ -155,7 +161,7 @@ class DistillationTask(SupervisedTask):
                 else:
                     teacher_logits = self.teacher(tx).float()
         logits = model(x)
-        losses = {"ce": (1.0 - self.alpha) * self.base_loss(logits, target)}
+        losses = {"ce": (1.0 - self.alpha) * self.base_loss(logits, target, mix)}
         if self.alpha > 0:
             t = self.temperature
             losses["kd"] = self.alpha * t * t * kd_kl(logits, teacher_logits.to(logits.device), t)
