@@ -22,8 +22,8 @@ from lightfer.train.config import AugmentConfig, DataConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SyntheticFER", "Indexed", "TensorBatches", "build_datasets", "split_tensors", "augment_batch", "mix_batch", "Mix",
-           "to_model_input", "split_batch"]
+__all__ = ["SyntheticFER", "Indexed", "TensorBatches", "build_datasets", "split_tensors", "augment_batch",
+           "mix_batch", "Mix", "to_model_input", "split_batch"]
 
 
 class SyntheticFER(Dataset):
