@@ -17,7 +17,7 @@ from lightfer.losses import FPDLSLoss, ManifoldDistillation, prior_from_confusio
 from lightfer.losses.fpdls import confusion_matrix
 from lightfer.train.config import TrainConfig
 from lightfer.train.data import Indexed, split_batch, to_model_input
-from lightfer.train.tasks import DistillationTask, SupervisedTask
+from lightfer.train.tasks import DistillationTask, SupervisedTask, amp_dtype
 
 log = logging.getLogger(__name__)
 
@@ -247,9 +247,8 @@ def build_task(cfg: TrainConfig, student: nn.Module, teacher: nn.Module | None,
     if lc.task == "manifold":
         md = ManifoldDistillation(lc.md_lambda_intra, lc.md_lambda_inter, lc.md_lambda_rand, lc.md_samples,
                                   lc.md_chunk, lc.md_layout, lc.md_teacher_layout)
-    amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.teacher.amp]
     return DistillationTask(teacher, lc.kd_temperature, lc.kd_alpha, criterion, lc.smoothing, md, lc.md_beta,
-                            lc.md_layers, student, teacher_amp=amp)
+                            lc.md_layers, student, teacher_amp=amp_dtype(cfg.teacher.amp))
 
 
 class ModelEma(nn.Module):

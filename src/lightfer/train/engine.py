@@ -32,7 +32,7 @@ from lightfer.train.checkpoint import capture_rng, load_checkpoint, restore_rng,
 from lightfer.train.config import TrainConfig, config_to_dict, save_config
 from lightfer.train.data import (IndexRange, Indexed, TensorBatches, augment_batch, build_datasets,
                                  dataset_classes, mix_batch, split_batch, split_tensors)
-from lightfer.train.tasks import SupervisedTask
+from lightfer.train.tasks import SupervisedTask, amp_dtype, autocast_to
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    return autocast_to(device.type, amp_dtype(amp))
 
 
 _SYNC_EVERY = 25  # GPU: steps between the host's reads of the running sums (progress bar, loss check)

@@ -12,9 +12,19 @@ from torch import nn
 from lightfer.losses import ManifoldDistillation, cross_entropy, kd_kl
 from lightfer.train.data import Mix
 
-__all__ = ["SupervisedTask", "DistillationTask", "FeatureHooks", "StopForward"]
+__all__ = ["SupervisedTask", "DistillationTask", "FeatureHooks", "StopForward", "amp_dtype", "autocast_to"]
 
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def amp_dtype(amp: str) -> torch.dtype | None:
+    """A config's ``amp`` value (none | bf16 | fp16) → the autocast dtype, ``None`` for none."""
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def autocast_to(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device_type``; with ``None`` a no-op (an enclosing autocast still applies)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device_type, dtype=dtype)
 
 
 class StopForward(Exception):
@@ -153,9 +163,7 @@ class DistillationTask(SupervisedTask):
             if self.teacher is None:
                 raise ValueError("no teacher model and no precomputed teacher logits")
             tx = x if teacher_x is None else teacher_x
-            amp = (torch.autocast(tx.device.type, dtype=self.teacher_amp) if self.teacher_amp is not None
-                   else contextlib.nullcontext())
-            with torch.no_grad(), amp:
+            with torch.no_grad(), autocast_to(tx.device.type, self.teacher_amp):
                 if self.teacher_hooks is not None and (teacher_logits is not None or self.alpha == 0):
                     t_feats = self.teacher_hooks.features(tx)  # no teacher logits needed: stop early
                 else:
