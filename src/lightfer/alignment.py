@@ -13,7 +13,7 @@ e.g. a 400 px face cut to a 64 px crop), the region it reads is first reduced by
 averaging (``cv2.INTER_AREA``, by a whole factor when the warp shrinks 2x or more) to about the
 crop's scale, and the warp then samples that. A plain bilinear warp reads 4 of the tens or hundreds
 of pixels under each output pixel, so skin texture, hair and sensor noise fold into the crop as
-noise that the training crops (FER2013's 48 px faces, enlarged) never show. Measured with ``scripts/antialias_probe.py`` (docs/MODEL_CARD.md): FER2013
+noise that the training crops (FER2013's 48 px faces, enlarged) never show. Measured with ``scripts/antialias_probe.py`` (docs/model_card_history.md, "Large faces"): FER2013
 test faces enlarged 8x with noise of 8 grey levels score 60.4% with the plain warp and 69.0% with
 this one (68.1% at their own size).
 """

@@ -25,7 +25,7 @@ def int8_file(model: nn.Module, precision: str = "auto") -> Path | None:
 
     ``"auto"``: the model's ``pretrained_cfg.int8_onnx`` when its weights are the ones it was quantised from and
     either the CPU has 8-bit dot-product instructions or the file has 7-bit weights (``int8_any_cpu``: AVX2's
-    kernels cannot saturate on it; timings in docs/MODEL_CARD.md); ``"int8"``: the file whatever the CPU;
+    kernels cannot saturate on it; timings in docs/model_card_history.md); ``"int8"``: the file whatever the CPU;
     ``"fp32"``: never.
     (The file is not read here: :class:`ExpressionClassifier` checks its sha256 when it loads it.)
     """

@@ -3,7 +3,7 @@
 Weights are quantised per output channel to int8 and activations per tensor to uint8, with ranges
 calibrated on real model inputs (QDQ format: ONNX Runtime fuses each quantise / dequantise pair into
 integer kernels; on CPUs with VNNI — AVX512-VNNI or AVX-VNNI — this runs the ShuffleNetV2 x1.0 about
-1.3x faster at batch 1, measured in docs/MODEL_CARD.md). Calibration needs representative inputs, so
+1.3x faster at batch 1, measured in docs/model_card_history.md, "int8"). Calibration needs representative inputs, so
 the quantised file is made once when a model ships and shipped beside its weights
 (:func:`lightfer.models.shipped.ship_int8`), never at run time.
 """
@@ -60,7 +60,7 @@ def quantize_int8(model: nn.Module, path: str | Path, calib: np.ndarray, *, batc
         reduce_range: quantise the weights to 7 bits (ONNX Runtime's ``reduce_range``): the uint8 x int8 kernels of
             x86 CPUs without VNNI (AVX2) then cannot saturate their 16-bit intermediate sums, so the file scores
             the same on every CPU (measured: 8-bit weights lost 14 points of FER2013 accuracy on AVX2, see
-            docs/MODEL_CARD.md), at the cost of one bit of weight precision.
+            docs/model_card_history.md, "Sessions 23–24"), at the cost of one bit of weight precision.
 
     Returns the path. The input is named ``input``, the output ``output``; the batch axis is dynamic.
     """

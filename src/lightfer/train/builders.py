@@ -257,7 +257,7 @@ class ModelEma(nn.Module):
 
     ``d_t = min(decay, (1 + t) / (10 + t))`` after ``t`` updates: the average forgets the random
     initialisation (weights and the initial BN statistics) within the first epochs instead of after
-    ~1/(1 − decay) steps. Both halves were measured on the 40-epoch KD recipe (docs/MODEL_CARD.md, "EMA"):
+    ~1/(1 − decay) steps. Both halves were measured on the 40-epoch KD recipe (docs/model_card_history.md, "EMA"):
     averaging BN statistics *without* the warm-up left a from-scratch ShuffleNetV2 predicting one class for 7+
     epochs; copying the live model's BN statistics onto averaged weights instead cost 0.8–1.4 points at the
     end (the statistics belong to other weights)."""
