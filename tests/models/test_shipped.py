@@ -272,3 +272,49 @@ def test_ensemble_of_shipped_models_is_stored_by_reference(tmp_path):
     finally:
         shipped._REGISTRY.pop("tiny_ref_ens_test", None)
 
+
+
+def test_ensemble_re_normalises_members_with_other_statistics(tmp_path):
+    """Members trained with different mean / std (the 0.5 / 0.5 ShuffleNet and the dlib ResNet's 0.46 / 1.004) join
+    one ensemble: the JSON stores an input affine for the second, and after a round trip through the registry each
+    member sees the raw image normalised with its own statistics, in PyTorch and in ONNX Runtime."""
+    from lightfer.classifier import ExpressionClassifier
+    from lightfer.train.data import to_model_input
+
+    members = ["shufflenet_v2_x0_5_fer2013", "dlib_resnet_face_fer2013"]
+    path = shipped.ship_ensemble(members, "tiny_mixed_ens_test", description="test", provenance={"command": "pytest"},
+                                 out_dir=tmp_path)
+    meta = json.loads(path.read_text())
+    specs = meta["arch_kwargs"]["members"]
+    assert "input_affine" not in specs[0] and len(specs[1]["input_affine"]["scale"]) == 1
+    shipped._register(path)
+    try:
+        model = create_model("tiny_mixed_ens_test", pretrained=True).eval()
+        a, b = (create_model(m, pretrained=True).eval() for m in members)
+        assert tuple(model.pretrained_cfg.mean) == tuple(a.pretrained_cfg.mean) != tuple(b.pretrained_cfg.mean)
+        raw = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+        prep = {m: to_model_input(raw, 64, 1, m.pretrained_cfg.mean, m.pretrained_cfg.std) for m in (model, a, b)}
+        with torch.no_grad():
+            want = (a(prep[a]).softmax(1) + b(prep[b]).softmax(1)) / 2
+            np.testing.assert_allclose(model(prep[model]).exp().numpy(), want.numpy(), atol=1e-5)
+            wrong = (a(prep[a]).softmax(1) + b(prep[a]).softmax(1)) / 2  # the dlib member fed the 0.5 / 0.5 input
+            assert (wrong - want).abs().max() > 1e-3
+        rng = np.random.default_rng(1)
+        crops = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+        np.testing.assert_allclose(ExpressionClassifier(model, backend="onnx").predict(crops),
+                                   ExpressionClassifier(model, backend="torch").predict(crops), atol=1e-4)
+    finally:
+        shipped._REGISTRY.pop("tiny_mixed_ens_test", None)
+
+
+def test_renormalize_affine():
+    """The affine maps one normalisation onto another exactly; equal statistics (to 1e-9) need none."""
+    from lightfer.models.ensemble import renormalize_affine
+
+    assert renormalize_affine([0.46], [1.0], [0.46 + 1e-12], [1.0]) is None
+    scale, shift = renormalize_affine([0.5], [0.5], [0.46], [1.004])
+    r = torch.rand(100)
+    np.testing.assert_allclose(((r - 0.5) / 0.5 * scale[0] + shift[0]).numpy(), ((r - 0.46) / 1.004).numpy(),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="channel"):
+        renormalize_affine([0.5], [0.5], [0.4, 0.4, 0.4], [1.0, 1.0, 1.0])

@@ -200,15 +200,6 @@ def _ensemble_member(spec: str) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), {"architecture": arch, "kwargs": kwargs}
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal, with float sequences (normalisation statistics) equal to 1e-9: the same statistics computed on
-    another machine may differ in the last digit."""
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b) and \
-            all(isinstance(v, float) for v in (*a, *b)):
-        return all(abs(x - y) <= 1e-9 * max(1.0, abs(x)) for x, y in zip(a, b))
-    return a == b
-
-
 def ship_ensemble(members: list[str], name: str, *, description: str, provenance: dict[str, Any],
                   tta_flip: bool | None = None, out_dir: Path = WEIGHTS_DIR) -> Path:
     """Write ``<name>.safetensors`` + ``<name>.json`` for a probability-averaging :class:`~lightfer.models.ensemble.
@@ -217,23 +208,30 @@ def ship_ensemble(members: list[str], name: str, *, description: str, provenance
     (``member_models``) and loading takes each member's own weights file, so no weight is stored twice. Returns the
     weights path (the ``.json`` for such a reference ensemble).
 
-    Every member must take the same crop (size, channels, normalisation, crop mode and margin) and predict the
-    same classes in the same order; ``tta_flip`` sets how the ensemble is served (default: off)."""
+    Every member must take the same crop (size, channels, crop mode and margin) and predict the same classes in
+    the same order; the ensemble is normalised as the first member, and a member with other statistics gets an
+    ``input_affine`` that re-normalises its input. ``tta_flip`` sets how the ensemble is served (default: off)."""
     import torch
     from safetensors.torch import save_file
 
-    from lightfer.models.ensemble import Ensemble
+    from lightfer.models.ensemble import Ensemble, renormalize_affine
 
     if not members:
         raise ValueError("ship_ensemble: no members")
     built = [_ensemble_member(m) for m in members]
-    keys = ("input_size", "in_chans", "mean", "std", "classes", "crop_mode", "crop_margin")
+    keys = ("input_size", "in_chans", "classes", "crop_mode", "crop_margin")
     first = built[0][0].pretrained_cfg
-    for spec, (model, _) in zip(members, built):
-        diff = [k for k in keys if not _same(getattr(model.pretrained_cfg, k), getattr(first, k))]
+    affine = []
+    for spec, (model, arch) in zip(members, built):
+        pc = model.pretrained_cfg
+        diff = [k for k in keys if getattr(pc, k) != getattr(first, k)]
         if diff:
             raise ValueError(f"ensemble member {spec!r} differs from {members[0]!r} in {', '.join(diff)}")
-    net = Ensemble([m for m, _ in built])
+        a = renormalize_affine(first.mean, first.std, pc.mean, pc.std)  # other statistics: re-normalised inside
+        if a is not None:
+            arch["input_affine"] = {"scale": a[0], "shift": a[1]}
+        affine.append(a)
+    net = Ensemble([m for m, _ in built], affine)
     cfg = dataclasses.replace(first, weights=f"lightfer package: weights/{name}.safetensors", license="MIT",
                               description=description, tta_flip=bool(tta_flip))
     out_dir.mkdir(parents=True, exist_ok=True)
