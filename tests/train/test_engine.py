@@ -605,3 +605,40 @@ def test_mixed_label_term_and_a_mixup_kd_run(tmp_path: Path, tiny) -> None:
     assert float(row["train_loss_kd"]) > 0 and float(row["train_loss_ce"]) > 0
     with pytest.raises(ConfigError, match="unmixed"):
         _cfg(tmp_path, loss={"task": "kd"}, teacher={"name": "t", "logits_file": "x.pt"}, augment={"mixup": 0.2})
+
+
+def test_flip_tta_validation_scores_as_the_shipped_models_serve(tmp_path: Path, tiny) -> None:
+    """``evaluate(tta_flip=True)`` = accuracy and NLL of the mean of a crop's and its mirror's probabilities, and
+    ``val_tta_flip`` makes the run's ``val_acc`` (and so ``best.pt``) that score."""
+    from lightfer.train.data import build_datasets
+    from lightfer.train.engine import evaluate
+
+    torch.manual_seed(0)
+    model = tiny().eval()
+    ds = SyntheticFER(96, seed=1)
+    x = torch.stack([ds[i][0] for i in range(96)])
+    y = torch.tensor([ds[i][1] for i in range(96)])
+    loader = [(torch.arange(48), x[:48], y[:48]), (torch.arange(48, 96), x[48:], y[48:])]
+    prep = lambda t: to_model_input(t, 32, 1, (0.5,), (0.5,))  # noqa: E731
+    with torch.no_grad():
+        p = (model(prep(x)).softmax(1) + model(prep(x).flip(-1)).softmax(1)) / 2
+    plain = evaluate(model, loader, torch.device("cpu"), 7, prep=prep)
+    flip = evaluate(model, loader, torch.device("cpu"), 7, prep=prep, tta_flip=True)
+    assert flip["acc"] == pytest.approx((p.argmax(1) == y).float().mean().item())
+    assert flip["loss"] == pytest.approx(torch.nn.functional.nll_loss(p.log(), y).item(), rel=1e-5)
+    assert flip["loss"] != pytest.approx(plain["loss"])
+    assert sum(map(sum, flip["confusion"])) == 96
+
+    cfg = _cfg(tmp_path, val_tta_flip=True)
+    main(cfg, model=tiny())
+    best = load_checkpoint(tmp_path / "best.pt")
+    scored = tiny()
+    scored.load_state_dict(best["model"])
+    _, val_ds = build_datasets(cfg.data, seed=cfg.seed)
+    vx = torch.stack([val_ds[i][0] for i in range(len(val_ds))])
+    vy = torch.tensor([int(val_ds[i][1]) for i in range(len(val_ds))])
+    ev = evaluate(scored, [(torch.arange(len(vy)), vx, vy)], torch.device("cpu"), 7,
+                  prep=lambda t: to_model_input(t, 32, 1, (0.5,), (0.5,)), tta_flip=True)
+    row = _rows(tmp_path)[best["best"]["epoch"] - 1]
+    assert best["best"]["acc"] == pytest.approx(ev["acc"]) and float(row["val_acc"]) == pytest.approx(ev["acc"])
+    assert float(row["val_loss"]) == pytest.approx(ev["loss"], rel=1e-5)  # the loss tells TTA from plain apart

@@ -147,6 +147,7 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16 (fp16 only on CUDA)
     channels_last: bool = False  # channels-last memory format (CUDA; on CPU it sped up narrow convs, docs/training.md)
     ema_decay: float | None = None  # EMA of weights (e.g. 0.999); validation then uses the EMA
+    val_tta_flip: bool = False  # validate (and pick best.pt) with flip TTA, as the shipped models serve
     progress: bool = True  # tqdm progress bar
     tensorboard: bool = False  # also log to TensorBoard if it is installed
     save_every: int = 1  # write last.pt every N epochs

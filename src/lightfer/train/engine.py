@@ -158,9 +158,10 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int, *,
-             prep: Callable, target: str = "hard", amp: str = "none") -> dict[str, Any]:
+             prep: Callable, target: str = "hard", amp: str = "none", tta_flip: bool = False) -> dict[str, Any]:
     """Cross-entropy, accuracy, UAR and confusion matrix (row = true) over ``loader``; under DDP each
-    rank scores its shard and the sums are all-reduced."""
+    rank scores its shard and the sums are all-reduced. With ``tta_flip`` each ``(B, C, H, W)`` batch is scored
+    as the shipped models serve it: the log of the mean of its and its mirror's class probabilities."""
     model.eval()
     _, world = _dist()
     conf = torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
@@ -168,7 +169,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_cla
     for batch in loader:
         _, raw, _, hard = split_batch(batch, target)
         with _autocast(device, amp):
-            logits = model(prep(raw.to(device))).float()
+            x = prep(raw.to(device))
+            logits = model(x).float()
+            if tta_flip:
+                logits = ((logits.softmax(1) + model(x.flip(-1)).float().softmax(1)) / 2).clamp_min(1e-12).log()
         hard = hard.to(device)
         loss_sum += nn.functional.cross_entropy(logits, hard, reduction="sum").double()
         # a one-hot sum, not bincount: CUDA's bincount has no deterministic kernel (cfg.deterministic)
@@ -398,7 +402,7 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
             ev = evaluate(ema.module if ema is not None else model,
                           _loader(val_ds, cfg, train=False, epoch=epoch, rank=rank, world=world,
                                   fields=fields["val"]), device, k,
-                          prep=prep, target=cfg.data.target, amp=cfg.amp)
+                          prep=prep, target=cfg.data.target, amp=cfg.amp, tta_flip=cfg.val_tta_flip)
         if when == "epoch":
             scheduler.step()
         elif when == "metric":
