@@ -254,7 +254,7 @@ def test_ship_an_ensemble_of_checkpoints(checkpoint, tmp_path, monkeypatch):
 def test_ensemble_of_shipped_models_is_stored_by_reference(tmp_path):
     """An ensemble of shipped models writes only a .json naming them; loading it takes each member's own weights
     (no weight stored twice) and serves the mean of their probabilities."""
-    members = ["shufflenet_v2_x0_5_fer2013", "shufflenet_v2_x0_5_fer2013_ban"]
+    members = ["shufflenet_v2_x0_5_fer2013", "shufflenet_v2_x0_5_fer2013_robust"]
     path = shipped.ship_ensemble(members, "tiny_ref_ens_test", description="test", provenance={"command": "pytest"},
                                  tta_flip=True, out_dir=tmp_path)
     assert path.suffix == ".json" and not (tmp_path / "tiny_ref_ens_test.safetensors").exists()
@@ -318,3 +318,25 @@ def test_renormalize_affine():
                                atol=1e-6)
     with pytest.raises(ValueError, match="channel"):
         renormalize_affine([0.5], [0.5], [0.4, 0.4, 0.4], [1.0, 1.0, 1.0])
+
+
+def test_a_retired_model_is_named_with_its_successor_and_how_to_restore_it(tmp_path):
+    """Retired shipped models left the package: asking for one by name (registry, training start weights, service)
+    says so, names the successor and the git command that restores the files; every successor is shipped."""
+    from lightfer.service.engine import ServiceError
+    from lightfer.train.builders import init_weights
+
+    assert shipped.RETIRED and set(shipped.RETIRED.values()) <= set(list_models(pretrained=True))
+    name = "shufflenet_v2_x0_5_fer2013_ban"
+    assert name in shipped.RETIRED and name not in list_models()
+    with pytest.raises(KeyError, match=rf"retired.*shufflenet_v2_x0_5_fer2013'.*git checkout {shipped.RETIRED_AT}"):
+        create_model(name, pretrained=True)
+    with pytest.raises(ValueError, match="init_checkpoint: .*retired"):
+        init_weights(create_model("shufflenet_v2_x0_5", input_size=64), name, ("angry",) * 7)
+    with pytest.raises(KeyError, match="unknown model 'no_such_model'"):
+        create_model("no_such_model")
+    from lightfer.service.engine import ModelCache
+
+    with pytest.raises(ServiceError, match="retired") as e:
+        ModelCache(factory=lambda n: None, available=lambda: ["shufflenet_v2_x0_5_fer2013"]).check(name)
+    assert e.value.status == 404

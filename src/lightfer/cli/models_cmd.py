@@ -57,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
     known = list_models()
     unknown = [n for n in args.names if n not in known]
     if unknown:
-        print(f"lightfer models: unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}", file=sys.stderr)
+        from lightfer.models.shipped import retired_note
+
+        notes = [n for n in map(retired_note, unknown) if n]
+        print(f"lightfer models: unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}"
+              + "".join(f"\n{n}" for n in notes), file=sys.stderr)
         return 2
     if args.threads < 1 or args.repeats < 1 or args.batch < 1:
         print("lightfer models: --threads, --repeats and --batch must be >= 1", file=sys.stderr)

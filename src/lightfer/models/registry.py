@@ -103,7 +103,10 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
 def _entry(name: str) -> ModelEntry:
     _import_all()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        from lightfer.models.shipped import retired_note
+
+        note = retired_note(name)
+        raise KeyError(note or f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 

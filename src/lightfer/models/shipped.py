@@ -26,6 +26,29 @@ from lightfer.models.registry import _REGISTRY, PretrainedCfg, get_pretrained_cf
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+# superseded models whose files left the package (session 34: the wheel was 89 MB, near PyPI's 100 MB file limit);
+# name -> the model that replaced it. Their files stay in git at RETIRED_AT; the model card keeps their figures.
+RETIRED_AT = "5b66ef1"
+RETIRED: dict[str, str] = {
+    "shufflenet_v2_x0_5_fer2013_kd70": "shufflenet_v2_x0_5_fer2013",
+    "shufflenet_v2_x0_5_fer2013_ban": "shufflenet_v2_x0_5_fer2013",
+    "shufflenet_v2_x0_5_fer2013_dlibkd": "shufflenet_v2_x0_5_fer2013",
+    "shufflenet_v2_x1_0_fer2013_ban": "shufflenet_v2_x1_0_fer2013",
+    "shufflenet_v2_x1_0_fer2013_dlibkd": "shufflenet_v2_x1_0_fer2013",
+    "shufflenet_v2_x1_0_fer2013_pairkd": "shufflenet_v2_x1_0_fer2013",
+    "shufflenet_v2_x1_0_ferplus_dlibkd": "shufflenet_v2_x1_0_ferplus",
+}
+
+
+def retired_note(name: str) -> str | None:
+    """Why ``name`` is not registered, if it is a retired shipped model, with how to restore its files."""
+    if name not in RETIRED or (WEIGHTS_DIR / f"{name}.json").is_file():
+        return None
+    return (f"{name!r} was retired from the package (superseded by {RETIRED[name]!r}; its figures stay in "
+            f"docs/MODEL_CARD.md); in a source checkout `git checkout {RETIRED_AT} -- "
+            f"src/lightfer/weights/{name}.*` restores its files")
+
+
 # architecture keywords that only start a training run (the shipped state dict holds every weight): dropped when shipping
 TRAINING_ONLY_KWARGS: tuple[str, ...] = ("pretrained_backbone",)
 

@@ -160,7 +160,10 @@ class ModelCache:
         """Raise ``ServiceError(404)`` unless ``name`` is an available model."""
         names = self.available()
         if name not in names:
-            raise ServiceError(404, f"unknown model {name!r}; available: {', '.join(names) or 'none'}")
+            from lightfer.models.shipped import retired_note
+
+            raise ServiceError(404, retired_note(name)
+                               or f"unknown model {name!r}; available: {', '.join(names) or 'none'}")
 
     def get(self, name: str) -> LoadedModel:
         """The loaded model ``name``, loading it on first use (blocking; call from a worker thread)."""

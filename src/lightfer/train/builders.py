@@ -46,7 +46,10 @@ def init_weights(model: nn.Module, spec: str, classes: tuple[str, ...]) -> None:
     classes of the same name; the rest (``contempt``) keep their fresh initialisation. Raises ``ValueError``
     when a tensor does not fit and cannot be matched that way."""
     from lightfer.models import create_model, list_models
+    from lightfer.models.shipped import retired_note
 
+    if not Path(spec.split("@")[0]).exists() and (note := retired_note(spec)):
+        raise ValueError(f"init_checkpoint: {note}")
     if Path(spec.split("@")[0]).exists() or spec not in list_models(pretrained=True):
         model.load_state_dict(_state_dict_from(spec))
         return
