@@ -48,9 +48,10 @@ def init_weights(model: nn.Module, spec: str, classes: tuple[str, ...]) -> None:
     from lightfer.models import create_model, list_models
     from lightfer.models.shipped import retired_note
 
-    if not Path(spec.split("@")[0]).exists() and (note := retired_note(spec)):
+    is_file = Path(spec.split("@")[0]).exists()
+    if not is_file and (note := retired_note(spec)):
         raise ValueError(f"init_checkpoint: {note}")
-    if Path(spec.split("@")[0]).exists() or spec not in list_models(pretrained=True):
+    if is_file or spec not in list_models(pretrained=True):
         model.load_state_dict(_state_dict_from(spec))
         return
     src_model = create_model(spec, pretrained=True)
