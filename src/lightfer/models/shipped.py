@@ -7,6 +7,7 @@ provenance: data, recipe, command, measured accuracy). Every pair found is regis
 ``<name>``, so ``create_model(name, pretrained=True)`` works like for any other model.
 :func:`ship_checkpoint` writes such a pair from a ``lightfer train`` checkpoint, :func:`ship_ensemble` one for a
 probability-averaging ensemble of several (architecture ``"ensemble"``, its members in ``arch_kwargs``).
+:func:`weight_soup` averages the weights of networks of one lineage into a checkpoint that ships like a trained one.
 :func:`ship_int8` adds a third file, ``<name>.int8.onnx``: the weights quantised to int8 for ONNX Runtime
 (recorded under ``int8`` in the ``.json``), which the ONNX Runtime backend serves by default.
 """
@@ -279,6 +280,53 @@ def ship_ensemble(members: list[str], name: str, *, description: str, provenance
     }
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     return weights
+
+
+def weight_soup(members: list[str], weights: list[float] | None = None) -> dict[str, Any]:
+    """A weight-space average ("model soup") of ``members`` -> a checkpoint dict that ``lightfer eval``,
+    ``scripts/ship_model.py`` and ensembles read like a training checkpoint (``model_name``, ``model_kwargs``,
+    ``pretrained_cfg``, ``model``; ``ema`` is ``None``; ``soup`` records the members and weights).
+
+    Members take the ensemble syntax (``runs/x/best.pt`` for its EMA, ``...@live``, or a shipped model name) and
+    must share the architecture (the same tensor shapes), the input (size, channels, normalisation) and the classes.
+    Every floating-point tensor of the state dict is averaged with ``weights`` (normalised to sum 1; default equal)
+    — parameters *and* BatchNorm running statistics, as :class:`~lightfer.train.builders.ModelEma` averages them;
+    integer buffers (batch counters) are the first member's. An average is only meaningful for networks of one
+    lineage (e.g. a fine-tune and the weights it started from), which stay in one basin of the loss; the
+    preprocessing and serving settings are the first member's."""
+    import torch
+
+    if len(members) < 2:
+        raise ValueError("weight_soup: give at least two members")
+    w = [1.0] * len(members) if weights is None else [float(v) for v in weights]
+    if len(w) != len(members) or min(w) < 0 or sum(w) <= 0:
+        raise ValueError(f"weight_soup: {len(w)} weights for {len(members)} members; they must be >= 0, not all 0")
+    w = [v / sum(w) for v in w]
+    built = [_ensemble_member(m) for m in members]
+    first, first_arch = built[0]
+    keys = ("input_size", "in_chans", "classes", "mean", "std")
+    states = []
+    for spec, (model, arch) in zip(members, built):
+        state = model.state_dict()
+        diff = [k for k in keys if getattr(model.pretrained_cfg, k) != getattr(first.pretrained_cfg, k)]
+        if arch["architecture"] != first_arch["architecture"] or (states and {k: v.shape for k, v in state.items()}
+                                                                   != {k: v.shape for k, v in states[0].items()}):
+            diff.insert(0, "architecture or tensor shapes")
+        if diff:
+            raise ValueError(f"weight_soup: {spec!r} differs from {members[0]!r} in {', '.join(diff)}")
+        states.append(state)
+    soup: dict[str, torch.Tensor] = {}
+    for key, ref in states[0].items():
+        if ref.is_floating_point():
+            soup[key] = sum(wi * s[key].detach().float() for wi, s in zip(w, states)).to(ref.dtype)
+        else:
+            soup[key] = ref.detach().clone()
+    pc = first.pretrained_cfg
+    kwargs = {k: v for k, v in first_arch["kwargs"].items() if k not in TRAINING_ONLY_KWARGS}
+    return {"model_name": first_arch["architecture"], "model_kwargs": kwargs,
+            "pretrained_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in pc.to_dict().items()
+                               if k in ("input_size", "in_chans", "classes", "mean", "std")},
+            "model": soup, "ema": None, "soup": {"members": list(members), "weights": w}}
 
 
 def ship_int8(name: str, data: str, *, split: str = "train", num: int = 512, seed: int = 0,
