@@ -32,6 +32,13 @@ def test_a_soup_is_the_weighted_mean_of_every_float_tensor_and_loads_as_a_checkp
         ref = create_model("shufflenet_v2_x0_5", classes=create_model(A).pretrained_cfg.classes)
         ref.load_state_dict(state["model"])
         torch.testing.assert_close(model(x), ref.eval()(x))
+    # it ships like a trained checkpoint: the package pair holds the soup's weights
+    from safetensors.torch import load_file
+
+    from lightfer.models.shipped import ship_checkpoint
+    weights = ship_checkpoint(path, "soup_test", description="a soup", provenance={}, out_dir=tmp_path, tta_flip=True)
+    shipped = load_file(str(weights))
+    assert all(torch.equal(shipped[k], v) for k, v in state["model"].items())
     # all the weight on one member gives that member back
     one = weight_soup([A, B], [1.0, 0.0])["model"]
     assert all(torch.equal(one[k], v) for k, v in sa.items())

@@ -324,8 +324,7 @@ def weight_soup(members: list[str], weights: list[float] | None = None) -> dict[
     pc = first.pretrained_cfg
     kwargs = {k: v for k, v in first_arch["kwargs"].items() if k not in TRAINING_ONLY_KWARGS}
     return {"model_name": first_arch["architecture"], "model_kwargs": kwargs,
-            "pretrained_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in pc.to_dict().items()
-                               if k in ("input_size", "in_chans", "classes", "mean", "std")},
+            "pretrained_cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in pc.to_dict().items() if k in keys},
             "model": soup, "ema": None, "soup": {"members": list(members), "weights": w}}
 
 
