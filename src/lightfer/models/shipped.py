@@ -305,12 +305,12 @@ def weight_soup(members: list[str], weights: list[float] | None = None) -> dict[
     built = [_ensemble_member(m) for m in members]
     first, first_arch = built[0]
     keys = ("input_size", "in_chans", "classes", "mean", "std")
+    shapes = {k: v.shape for k, v in first.state_dict().items()}
     states = []
     for spec, (model, arch) in zip(members, built):
         state = model.state_dict()
         diff = [k for k in keys if getattr(model.pretrained_cfg, k) != getattr(first.pretrained_cfg, k)]
-        if arch["architecture"] != first_arch["architecture"] or (states and {k: v.shape for k, v in state.items()}
-                                                                   != {k: v.shape for k, v in states[0].items()}):
+        if arch["architecture"] != first_arch["architecture"] or {k: v.shape for k, v in state.items()} != shapes:
             diff.insert(0, "architecture or tensor shapes")
         if diff:
             raise ValueError(f"weight_soup: {spec!r} differs from {members[0]!r} in {', '.join(diff)}")
