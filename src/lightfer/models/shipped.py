@@ -224,6 +224,36 @@ def _ensemble_member(spec: str) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), {"architecture": arch, "kwargs": kwargs}
 
 
+def ensemble_of(members: list[str]) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """A probability-averaging :class:`~lightfer.models.ensemble.Ensemble` of ``members`` (checkpoints,
+    ``checkpoint@live``, or registered names with pretrained weights), in eval mode, built in memory ->
+    ``(ensemble, [{"architecture", "kwargs"[, "input_affine"]}, ...])``. Its ``pretrained_cfg`` is the first
+    member's (``tta_flip`` off): input ``(B, C, S, S)`` normalised as the first member, output ``(B, K)`` log mean
+    probability. Every member must take the same crop (size, channels, crop mode and margin) and predict the same
+    classes in the same order; a member with other normalisation statistics gets an ``input_affine`` that
+    re-normalises its input. Used by :func:`ship_ensemble` and for ensemble teachers (``teacher.name: a+b``)."""
+    from lightfer.models.ensemble import Ensemble, renormalize_affine
+
+    if not members:
+        raise ValueError("ensemble: no members")
+    built = [_ensemble_member(m) for m in members]
+    keys = ("input_size", "in_chans", "classes", "crop_mode", "crop_margin")
+    first = built[0][0].pretrained_cfg
+    affine = []
+    for spec, (model, arch) in zip(members, built):
+        pc = model.pretrained_cfg
+        diff = [k for k in keys if getattr(pc, k) != getattr(first, k)]
+        if diff:
+            raise ValueError(f"ensemble member {spec!r} differs from {members[0]!r} in {', '.join(diff)}")
+        a = renormalize_affine(first.mean, first.std, pc.mean, pc.std)  # other statistics: re-normalised inside
+        if a is not None:
+            arch["input_affine"] = {"scale": a[0], "shift": a[1]}
+        affine.append(a)
+    net = Ensemble([m for m, _ in built], affine).eval()
+    net.pretrained_cfg = dataclasses.replace(first, tta_flip=False)
+    return net, [arch for _, arch in built]
+
+
 def ship_ensemble(members: list[str], name: str, *, description: str, provenance: dict[str, Any],
                   tta_flip: bool | None = None, out_dir: Path = WEIGHTS_DIR) -> Path:
     """Write ``<name>.safetensors`` + ``<name>.json`` for a probability-averaging :class:`~lightfer.models.ensemble.
@@ -238,26 +268,9 @@ def ship_ensemble(members: list[str], name: str, *, description: str, provenance
     import torch
     from safetensors.torch import save_file
 
-    from lightfer.models.ensemble import Ensemble, renormalize_affine
-
-    if not members:
-        raise ValueError("ship_ensemble: no members")
-    built = [_ensemble_member(m) for m in members]
-    keys = ("input_size", "in_chans", "classes", "crop_mode", "crop_margin")
-    first = built[0][0].pretrained_cfg
-    affine = []
-    for spec, (model, arch) in zip(members, built):
-        pc = model.pretrained_cfg
-        diff = [k for k in keys if getattr(pc, k) != getattr(first, k)]
-        if diff:
-            raise ValueError(f"ensemble member {spec!r} differs from {members[0]!r} in {', '.join(diff)}")
-        a = renormalize_affine(first.mean, first.std, pc.mean, pc.std)  # other statistics: re-normalised inside
-        if a is not None:
-            arch["input_affine"] = {"scale": a[0], "shift": a[1]}
-        affine.append(a)
-    net = Ensemble([m for m, _ in built], affine)
-    cfg = dataclasses.replace(first, weights=f"lightfer package: weights/{name}.safetensors", license="MIT",
-                              description=description, tta_flip=bool(tta_flip))
+    net, archs = ensemble_of(members)
+    cfg = dataclasses.replace(net.pretrained_cfg, weights=f"lightfer package: weights/{name}.safetensors",
+                              license="MIT", description=description, tta_flip=bool(tta_flip))
     out_dir.mkdir(parents=True, exist_ok=True)
     by_reference = all(not Path(split_member(m)[0]).is_file() and m in _REGISTRY and _REGISTRY[m].cfg.loader is not None
                        for m in members)
@@ -270,7 +283,7 @@ def ship_ensemble(members: list[str], name: str, *, description: str, provenance
     meta = {
         "name": name,
         "architecture": "ensemble",
-        "arch_kwargs": {"members": [arch for _, arch in built]},
+        "arch_kwargs": {"members": archs},
         **({"member_models": list(members)} if by_reference else {}),
         "pretrained_cfg": cfg.to_dict(),
         "sha256": None if by_reference else _sha256(weights),

@@ -101,13 +101,25 @@ def _state_dict_from(spec: str) -> dict[str, torch.Tensor]:
 def build_teacher(cfg: TrainConfig, classes: tuple[str, ...]) -> nn.Module:
     """The frozen teacher in eval mode, weights from ``teacher.checkpoint`` or, with ``teacher.pretrained``,
     the registered weights (e.g. a shipped lightfer model: born-again distillation); its BatchNorm layers are
-    folded into the convolutions before them (:func:`~lightfer.models.fold.fold_batchnorm`; same outputs, faster)."""
+    folded into the convolutions before them (:func:`~lightfer.models.fold.fold_batchnorm`; same outputs, faster).
+
+    ``teacher.name: a+b[+c]`` with ``pretrained: true`` is an ensemble teacher: the probability average of the
+    shipped models / checkpoints named (the ensemble member syntax, :func:`lightfer.models.shipped.ensemble_of`),
+    ``(B, C, S, S)`` normalised as the first member -> ``(B, K)`` log mean probability; no ensemble is shipped."""
     from lightfer.models import create_model
 
     t = cfg.teacher
     assert t.name is not None
-    if t.pretrained and not t.checkpoint:
+    if "+" in t.name:  # an ensemble teacher assembled here from shipped models / checkpoints
+        from lightfer.models.shipped import ensemble_of
+
+        if not t.pretrained or t.checkpoint or t.kwargs or t.input_size or t.in_chans:
+            raise ValueError(f"ensemble teacher {t.name!r}: give pretrained: true and no checkpoint, kwargs, "
+                             "input_size or in_chans (each member keeps its own weights and input)")
+        teacher, _ = ensemble_of([m.strip() for m in t.name.split("+")])
+    elif t.pretrained and not t.checkpoint:
         teacher = create_model(t.name, pretrained=True, in_chans=t.in_chans, input_size=t.input_size, **t.kwargs)
+    if t.pretrained and not t.checkpoint:
         own = tuple(teacher.pretrained_cfg.classes)
         if own != tuple(classes):
             raise ValueError(f"pretrained teacher {t.name!r} predicts {own}, the data has {tuple(classes)}: "
