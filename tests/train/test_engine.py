@@ -642,3 +642,41 @@ def test_flip_tta_validation_scores_as_the_shipped_models_serve(tmp_path: Path, 
     row = _rows(tmp_path)[best["best"]["epoch"] - 1]
     assert best["best"]["acc"] == pytest.approx(ev["acc"]) and float(row["val_acc"]) == pytest.approx(ev["acc"])
     assert float(row["val_loss"]) == pytest.approx(ev["loss"], rel=1e-5)  # the loss tells TTA from plain apart
+
+
+def test_ensemble_teacher_is_the_mean_probability_of_its_members_each_on_its_own_input() -> None:
+    """``teacher.name: a+b`` (pretrained) is the log mean probability of the shipped models named, each member fed
+    the input re-normalised to its own statistics (dlib 0.46 / 1.0 vs the ShuffleNet's 0.5 / 0.5); the data's classes
+    must be the members'; a checkpoint, kwargs or members of other label sets are refused."""
+    from lightfer.data.labels import FERPLUS_CLASSES
+    from lightfer.models import create_model
+    from lightfer.train.builders import build_teacher
+    from lightfer.train.config import TrainConfig
+
+    names = ["dlib_resnet_face_ferplus", "shufflenet_v2_x0_5_ferplus"]
+    cfg = TrainConfig()
+    cfg.teacher.name, cfg.teacher.pretrained = "+".join(names), True
+    teacher = build_teacher(cfg, tuple(FERPLUS_CLASSES))
+    assert teacher.pretrained_cfg.classes == tuple(FERPLUS_CLASSES)
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    raw = torch.rand(3, 1, 64, 64)
+    probs = []
+    for name in names:
+        net = create_model(name, pretrained=True).eval()
+        pc = net.pretrained_cfg
+        with torch.no_grad():
+            probs.append(net(to_model_input(raw, 64, 1, pc.mean, pc.std)).softmax(-1))
+    pc = teacher.pretrained_cfg  # the first member's statistics
+    with torch.no_grad():
+        got = teacher(to_model_input(raw, 64, 1, pc.mean, pc.std))
+    torch.testing.assert_close(got, torch.stack(probs).mean(0).log(), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(got, probs[0].log(), atol=1e-2)  # both members count
+
+    with pytest.raises(ValueError, match="predicts"):
+        build_teacher(cfg, SyntheticFER(1).classes)
+    cfg.teacher.checkpoint = "runs/x/best.pt"
+    with pytest.raises(ValueError, match="ensemble teacher .*no checkpoint"):
+        build_teacher(cfg, tuple(FERPLUS_CLASSES))
+    cfg.teacher.checkpoint, cfg.teacher.name = None, "shufflenet_v2_x0_5_ferplus+shufflenet_v2_x0_5_fer2013"
+    with pytest.raises(ValueError, match="shufflenet_v2_x0_5_fer2013.*differs .* in classes"):
+        build_teacher(cfg, tuple(FERPLUS_CLASSES))
