@@ -170,6 +170,33 @@ def test_fit_share_leaves_slack_for_slower_later_epochs(tmp_path: Path, tiny, mo
     assert res["epochs"] == 8
 
 
+def test_time_budget_refits_after_epoch_3_at_the_pace_of_epochs_2_and_3(tmp_path: Path, tiny,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from lightfer.train.engine import _fit_epochs
+
+    assert _fit_epochs(40, budget=300.0, spent=50.0, pace=10.0, done=3) == 28
+    assert _fit_epochs(40, budget=60.0, spent=50.0, pace=20.0, done=3) == 3  # never under what has run
+    # a slow first epoch (30 s, then 10 s): 1 + 270 // 30 = 10 epochs fitted, after epoch 3 (50 s) 3 + 250 // 10 = 28
+    _VirtualClock(monkeypatch, [30.0, 10.0])
+    with caplog.at_level(logging.WARNING, logger="lightfer.train.engine"):
+        res = main(_cfg(tmp_path / "slow_first", epochs=40, **_BUDGET_RUN), model=tiny(), time_budget=300.0,
+                   stop_after=4)
+    assert "shortened from 40 to 10 epochs" in caplog.text and "lengthened from 10 to 28 epochs" in caplog.text
+    assert res["epochs"] == 28 and [r["epoch"] for r in _rows(tmp_path / "slow_first")] == ["1", "2", "3", "4"]
+    assert load_checkpoint(tmp_path / "slow_first" / "last.pt")["fitted_epochs"] == 28
+    assert yaml.safe_load((tmp_path / "slow_first" / "config.yaml").read_text())["epochs"] == 28
+    lrs = [float(r["lr"]) for r in _rows(tmp_path / "slow_first")]
+    assert lrs[3] > lrs[2] * 0.95  # epoch 4 starts on the 28-epoch cosine, near its top
+    # later epochs slower than the first (10 s, then 20 s): 1 + 95 // 10 = 10 fitted, after epoch 3 (50 s)
+    # 3 + 55 // 20 = 5, so the shortened cosine still ends inside the budget instead of being cut by the stop rule
+    _VirtualClock(monkeypatch, [10.0, 20.0])
+    res = main(_cfg(tmp_path / "slow_later", epochs=20, **_BUDGET_RUN), model=tiny(), time_budget=105.0)
+    assert res["epochs"] == 5 and [r["epoch"] for r in _rows(tmp_path / "slow_later")] == ["1", "2", "3", "4", "5"]
+    assert float(_rows(tmp_path / "slow_later")[-1]["lr"]) < 0.2 * 0.05  # the last epoch ran at the cosine's tail
+    # a schedule under 10 epochs is not re-fitted (3 fitted after epoch 1, the test above), nor is any in --resume
+
+
 def test_time_budget_stops_before_an_epoch_that_would_overrun(tmp_path: Path, tiny,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     _VirtualClock(monkeypatch, [10.0, 30.0])  # the first epoch looked cheap; the next ones are not

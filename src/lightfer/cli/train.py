@@ -39,8 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fit the run into this many minutes (set-up included): after the first epoch the schedule "
                         "is shortened to the epochs that fit at its pace (its first tenth of steps left out as warm-up), as if "
                         "the config had said so "
-                        "(with a 1-epoch warm-up the cosine is then exactly the shorter one's); an epoch that would "
-                        "still overrun is not started. --resume keeps the shortened length")
+                        "(with a 1-epoch warm-up the cosine is then exactly the shorter one's); a schedule of 10 or "
+                        "more epochs is fitted once more after epoch 3 at the pace of epochs 2-3 (at most the "
+                        "config's epochs); an epoch that would still overrun is not started. --resume keeps the "
+                        "fitted length")
     p.add_argument("--fit-share", type=float, default=1.0, metavar="F",
                    help="with --time-budget: fit the schedule into this share of the time left after the first "
                         "epoch (default 1.0); e.g. 0.9 where runs share a machine and the first epoch's pace may be "

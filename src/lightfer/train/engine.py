@@ -273,8 +273,11 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     ``stop_after``: stop once this epoch is done (a time-boxed session; ``resume`` continues the same schedule).
     ``time_budget``: seconds for this call, set-up included. After the first epoch the schedule is shortened to
     the epochs that fit (see :func:`_fit_epochs`), as if the config had said so: with a one-epoch warm-up the
-    cosine schedule is then exactly that of the shorter config, and ``resume`` keeps the shortened length. Any
-    later epoch that would overrun the budget is not started (``last.pt`` holds the one before it).
+    cosine schedule is then exactly that of the shorter config, and ``resume`` keeps the shortened length. A
+    schedule of 10 or more epochs is fitted once more after epoch 3, at the pace of epochs 2-3 (never beyond the
+    config's length): a first epoch slower or faster than the rest no longer costs epochs or the schedule's end;
+    the cosine then bends slightly at that point (a few percent of the lr). Any later epoch that would overrun the
+    budget is not started (``last.pt`` holds the one before it).
     ``fit_share``: the schedule is fitted into this share of the time left after the first epoch (the stop rule
     still uses the whole budget): slack for runs whose later epochs may be slower than the first.
 
@@ -388,6 +391,7 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
     tb = _tensorboard(out) if cfg.tensorboard and rank == 0 else None
     row: dict[str, Any] = {}
     end = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
+    configured, first_fit_at = cfg.epochs, None  # a time budget fits within the config's length (seconds at the fit)
     for epoch in range(start, end):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
@@ -413,20 +417,28 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
                "val_uar": ev["uar"] if ev else math.nan, "seconds": round(time.perf_counter() - t0, 3)}
         if time_budget is not None:
             spent = time.perf_counter() - t_main
+            fit, why = cfg.epochs, ""
             if epoch == 0:
                 pace = _epoch_pace(row["seconds"], timing, time.perf_counter() - t_trained)
-                fit_budget = spent + (time_budget - spent) * fit_share
-                fit = _from_rank0(_fit_epochs(cfg.epochs, fit_budget, spent, pace), world, device)
-                if fit < cfg.epochs:
-                    log.warning("time budget %.0f s: the schedule is shortened from %d to %d epochs (%.1f s for "
-                                "the first, %.1f s per epoch after its warm-up steps, %.1f s spent)", time_budget,
-                                cfg.epochs, fit, row["seconds"], pace, spent)
-                    _shorten_schedule(scheduler, fit, steps)
-                    cfg.epochs, fitted = fit, fit
-                    end = min(end, fit)
-                    if rank == 0:
-                        save_config(cfg, out / "config.yaml")  # the resolved config says the length that runs
-            elif epoch + 1 < end and _from_rank0(int(spent + row["seconds"] > time_budget), world, device):
+                fit = _fit_epochs(configured, spent + (time_budget - spent) * fit_share, spent, pace)
+                why = f"{row['seconds']:.1f} s for the first, {pace:.1f} s per epoch after its warm-up steps"
+                first_fit_at = spent
+            elif epoch + 1 == _REFIT_AFTER and first_fit_at is not None and cfg.epochs >= _REFIT_MIN_EPOCHS:
+                pace = (spent - first_fit_at) / (_REFIT_AFTER - 1)  # epochs 2-3: past the first's one-off costs
+                fit = _fit_epochs(configured, spent + (time_budget - spent) * fit_share, spent, pace, done=epoch + 1)
+                why = f"re-fitted after epoch {epoch + 1} at {pace:.1f} s per epoch over epochs 2-{epoch + 1}"
+            fit = _from_rank0(fit, world, device)
+            if fit != cfg.epochs:
+                log.warning("time budget %.0f s: the schedule is %s from %d to %d epochs (%s, %.1f s spent)",
+                            time_budget, "shortened" if fit < cfg.epochs else "lengthened", cfg.epochs, fit, why,
+                            spent)
+                _refit_schedule(scheduler, fit, steps, epoch + 1)
+                cfg.epochs, fitted = fit, fit
+                end = fit if stop_after is None else min(fit, int(stop_after))
+                if rank == 0:
+                    save_config(cfg, out / "config.yaml")  # the resolved config says the length that runs
+            elif epoch > 0 and epoch + 1 < end and _from_rank0(int(spent + row["seconds"] > time_budget), world,
+                                                                 device):
                 log.warning("time budget %.0f s: stopping after epoch %d of %d (%.1f s spent); --resume continues",
                             time_budget, epoch + 1, cfg.epochs, spent)
                 end = epoch + 1
@@ -469,10 +481,16 @@ def _epoch_pace(epoch_seconds: float, timing: dict[str, float], after_training: 
     return min(epoch_seconds, steady * n / (n - k) + after_training)
 
 
-def _fit_epochs(epochs: int, budget: float, spent: float, pace: float) -> int:
-    """Epochs of a schedule that fit ``budget`` seconds when ``spent`` are gone (set-up and the first epoch) and
-    each further epoch costs ``pace`` seconds. At least 1, at most ``epochs``."""
-    return max(1, min(int(epochs), 1 + max(0, int((budget - spent) // max(pace, 1e-9)))))
+# --time-budget fits the schedule after the first epoch and once more after this one (from the pace of the epochs
+# since the first, whose one-off costs the warm-up-step correction may miss), for schedules of at least
+# _REFIT_MIN_EPOCHS epochs: so early that the cosine's value changes little at the re-fit
+_REFIT_AFTER, _REFIT_MIN_EPOCHS = 3, 10
+
+
+def _fit_epochs(epochs: int, budget: float, spent: float, pace: float, done: int = 1) -> int:
+    """Epochs of a schedule that fit ``budget`` seconds when ``spent`` are gone (set-up and the ``done`` epochs run)
+    and each further epoch costs ``pace`` seconds. At least ``done``, at most ``epochs``."""
+    return max(done, min(int(epochs), done + max(0, int((budget - spent) // max(pace, 1e-9)))))
 
 
 def _from_rank0(value: int, world: int, device: torch.device) -> int:
@@ -484,16 +502,24 @@ def _from_rank0(value: int, world: int, device: torch.device) -> int:
     return int(t.item())
 
 
-def _shorten_schedule(scheduler: Any, fit: int, steps_per_epoch: int) -> None:
-    """Make a per-iteration warm-up + cosine schedule end after ``fit`` epochs: exact when the warm-up covered
-    the first epoch (the only one run so far); step and plateau schedules need nothing. (Every parameter group
-    may hold the same schedule object.)"""
-    for fn in {id(f): f for f in getattr(scheduler, "lr_lambdas", [])}.values():
+def _refit_schedule(scheduler: Any, fit: int, steps_per_epoch: int, epochs_run: int = 1) -> None:
+    """Make a per-iteration warm-up + cosine schedule end after ``fit`` epochs, the optimizer's lr moved at once
+    onto the new curve: exact (the shorter config's schedule) when the warm-up covered the first epoch and only it
+    has run; later (the re-fit after epoch 3) the lr steps from the old length's cosine to the new one's at the
+    current step, by a few percent. Step and plateau schedules need nothing. (Every parameter group may hold the
+    same schedule object.)"""
+    fns = getattr(scheduler, "lr_lambdas", [])
+    for fn in {id(f): f for f in fns}.values():
         if isinstance(fn, WarmupCosine):
-            if fn.warmup_steps < steps_per_epoch:
+            if fn.warmup_steps < steps_per_epoch and epochs_run == 1:
                 log.warning("the warm-up is shorter than the first epoch: the shortened cosine is not exactly "
                             "the shorter config's")
             fn.total_steps = max(1, fit * steps_per_epoch)
+    if fns and any(isinstance(fn, WarmupCosine) for fn in fns):
+        lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, fns)]
+        for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        scheduler._last_lr = lrs
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
