@@ -427,7 +427,8 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
                 pace = (spent - first_fit_at) / (_REFIT_AFTER - 1)  # epochs 2-3: past the first's one-off costs
                 fit = _fit_epochs(configured, spent + (time_budget - spent) * fit_share, spent, pace, done=epoch + 1)
                 why = f"re-fitted after epoch {epoch + 1} at {pace:.1f} s per epoch over epochs 2-{epoch + 1}"
-            fit = _from_rank0(fit, world, device)
+            if why:  # a fitting epoch: every rank takes rank 0's length (its clock decides)
+                fit = _from_rank0(fit, world, device)
             if fit != cfg.epochs:
                 log.warning("time budget %.0f s: the schedule is %s from %d to %d epochs (%s, %.1f s spent)",
                             time_budget, "shortened" if fit < cfg.epochs else "lengthened", cfg.epochs, fit, why,
@@ -509,13 +510,13 @@ def _refit_schedule(scheduler: Any, fit: int, steps_per_epoch: int, epochs_run: 
     current step, by a few percent. Step and plateau schedules need nothing. (Every parameter group may hold the
     same schedule object.)"""
     fns = getattr(scheduler, "lr_lambdas", [])
-    for fn in {id(f): f for f in fns}.values():
-        if isinstance(fn, WarmupCosine):
-            if fn.warmup_steps < steps_per_epoch and epochs_run == 1:
-                log.warning("the warm-up is shorter than the first epoch: the shortened cosine is not exactly "
-                            "the shorter config's")
-            fn.total_steps = max(1, fit * steps_per_epoch)
-    if fns and any(isinstance(fn, WarmupCosine) for fn in fns):
+    cosines = [f for f in {id(f): f for f in fns}.values() if isinstance(f, WarmupCosine)]
+    for fn in cosines:
+        if fn.warmup_steps < steps_per_epoch and epochs_run == 1:
+            log.warning("the warm-up is shorter than the first epoch: the shortened cosine is not exactly "
+                        "the shorter config's")
+        fn.total_steps = max(1, fit * steps_per_epoch)
+    if cosines:
         lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, fns)]
         for group, lr in zip(scheduler.optimizer.param_groups, lrs):
             group["lr"] = lr
