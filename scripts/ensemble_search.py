@@ -5,14 +5,15 @@ Every subset of two or more (at most ``--max-members``) ``--member`` models (che
 run's live weights, or registered names) is scored on ``--select`` (each member's probabilities computed once,
 flip-averaged with ``--tta``); the subset with the highest accuracy there is then scored on ``--report`` against
 ``--compare`` (exact McNemar test on the same samples; ``--compare-tta`` / ``--no-compare-tta`` scores it with or
-without flip TTA whatever ``--tta`` says, e.g. two networks without TTA against one with it, at the same cost). The chosen members are printed in the syntax
-``scripts/ship_model.py`` takes, so the ensemble ships as it was measured.
+without flip TTA whatever ``--tta`` says, e.g. two networks without TTA against one with it, at the same cost).
+The chosen members are printed in the syntax ``scripts/ship_model.py`` takes, so the ensemble ships as it was measured.
 
     python scripts/ensemble_search.py --data cache:crops/fer64a0 --tta \\
         --member shufflenet_v2_x0_5_fer2013 --member runs/a/best.pt@live --member runs/b/best.pt \\
         --compare shufflenet_v2_x0_5_fer2013
-    python scripts/ensemble_search.py --data cache:crops/fer64a0 --max-members 2 --compare-tta \
-        --member shufflenet_v2_x0_5_fer2013 --member shufflenet_v2_x0_5_fer2013_robust --compare shufflenet_v2_x0_5_fer2013
+    python scripts/ensemble_search.py --data cache:crops/fer64a0 --max-members 2 --compare-tta \\
+        --member shufflenet_v2_x0_5_fer2013 --member shufflenet_v2_x0_5_fer2013_robust \\
+        --compare shufflenet_v2_x0_5_fer2013
 """
 from __future__ import annotations
 
@@ -60,16 +61,14 @@ def main() -> None:
     if any(tuple(m.pretrained_cfg.classes) != classes for m in models):
         raise SystemExit("members disagree on classes; an ensemble needs one label set")
 
-    def split_probs(split: str, nets: list[torch.nn.Module], tta: list[bool] | None = None,
-                    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def split_probs(split: str, nets: list[torch.nn.Module], tta: list[bool]) -> tuple[np.ndarray, list[np.ndarray]]:
         ds = align_labels(build_dataset(a.data, split), classes)
-        tta = tta or [a.tta] * len(nets)
         return ds.labels, [predict_probs(n, ds.images, tta_flip=t) for n, t in zip(nets, tta)]
 
     def acc(labels: np.ndarray, p: np.ndarray) -> dict[str, float]:
         return metrics_from_confusion(confusion_matrix(labels, p.argmax(1), len(classes)))
 
-    labels, probs = split_probs(a.select, models)
+    labels, probs = split_probs(a.select, models, [a.tta] * len(models))
     for spec, p in zip(a.member, probs):
         print(f"{a.select:5s} {'member ' + spec:70s} acc {acc(labels, p)['accuracy']:.4f}")
     best, best_acc = None, -1.0
