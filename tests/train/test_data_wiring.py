@@ -88,6 +88,13 @@ def test_confusion_prior_from_a_teacher_and_bf16_autocast(tmp_path: Path, tiny) 
                             "data": {"synthetic_size": 128}})
     res = main(cfg, model=tiny(), teacher=tiny())
     assert np.isfinite(res["last"]["train_loss"])
+    # the prior as used is saved with the run and loads back as loss.fpdls_prior: file:PATH
+    saved = tmp_path / "fpdls_prior.txt"
+    prior = np.loadtxt(saved)
+    assert prior.shape == (7, 7) and np.allclose(prior.sum(1), 1.0, atol=1e-5)
+    again = config_from_dict({"loss": {"fpdls": True, "fpdls_prior": f"file:{saved}"}, "data": {"synthetic_size": 8}})
+    crit = build_criterion(again, None, 7, None, torch.device("cpu"))  # type: ignore[arg-type]
+    assert torch.allclose(crit.prior, torch.as_tensor(prior, dtype=torch.float32), atol=1e-6)
 
 
 @pytest.mark.data

@@ -16,7 +16,8 @@ EPILOG = """examples:
   lightfer train configs/seed003_swin_se_sam.yaml --print-config   # show the resolved config and exit
   torchrun --nproc_per_node 2 $(which lightfer) train configs/smoke.yaml   # DDP (gloo on CPU)
 
-outputs in output_dir: config.yaml (resolved), last.pt, best.pt, log.csv (one row per epoch)."""
+outputs in output_dir: config.yaml (resolved), last.pt, best.pt, log.csv (one row per epoch) and, with loss.fpdls,
+fpdls_prior.txt (the prior as used)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:

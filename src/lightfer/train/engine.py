@@ -328,6 +328,9 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         if cfg.channels_last:
             teacher.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, train_ds, k, teacher, device)
+    if criterion is not None and rank == 0:  # the prior as used, reusable as ``loss.fpdls_prior: file:PATH``
+        np.savetxt(out / "fpdls_prior.txt", criterion.prior.cpu().numpy(), fmt="%.6f",
+                   header=f"F-PDLS prior ({cfg.loss.fpdls_prior}), row = true class: {' '.join(classes)}")
     t_logits = None
     if cfg.loss.task in ("kd", "manifold") and cfg.teacher.logits_file:
         assert teacher is not None or logits_ready
