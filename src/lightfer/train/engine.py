@@ -3,7 +3,8 @@
 CUDA, alone or under ``torchrun`` (DistributedDataParallel, gloo on CPU / nccl on GPU).
 
 Outputs in ``cfg.output_dir``: ``config.yaml`` (resolved), ``last.pt`` and ``best.pt`` (atomic),
-``log.csv`` (one row per epoch). ``main(cfg, resume=True)`` continues from ``last.pt`` bit-for-bit.
+``log.csv`` (one row per epoch) and, with F-PDLS, ``fpdls_prior.txt`` (the prior as used). ``main(cfg, resume=True)``
+continues from ``last.pt`` bit-for-bit.
 """
 from __future__ import annotations
 
