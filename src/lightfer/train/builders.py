@@ -211,7 +211,7 @@ def _warn_if_other_teacher(path: Path, meta: dict, cfg: TrainConfig) -> None:
     if "flip" in meta and bool(meta["flip"]) != bool(t.tta_flip):
         log.warning("%s holds logits %s flip averaging, the config says teacher.tta_flip = %s: using the file",
                     path, "with" if meta["flip"] else "without", t.tta_flip)
-    if meta.get("teacher") and meta["teacher"] not in (t.name, t.checkpoint):
+    if meta.get("teacher") and (t.name or t.checkpoint) and meta["teacher"] not in (t.name, t.checkpoint):
         log.warning("%s was made by teacher %r, the config names %r: using the file", path, meta["teacher"],
                     t.checkpoint or t.name)
 

@@ -299,8 +299,10 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} = {val!r}; choose none, bf16 or fp16")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError("epochs and batch_size must be >= 1")
-    if cfg.loss.task in ("kd", "manifold") and not cfg.teacher.name:
-        raise ConfigError(f"loss.task = {cfg.loss.task} needs teacher.name")
+    if cfg.loss.task in ("kd", "manifold") and not cfg.teacher.name and not (
+            cfg.loss.task == "kd" and cfg.teacher.logits_file):  # a written logits file needs no teacher
+        raise ConfigError(f"loss.task = {cfg.loss.task} needs teacher.name"
+                          + (" (or teacher.logits_file)" if cfg.loss.task == "kd" else ""))
     if cfg.loss.task == "manifold" and not cfg.loss.md_layers:
         raise ConfigError("loss.task = manifold needs loss.md_layers: [[student_module, teacher_module], ...]")
     for pair in cfg.loss.md_layers:

@@ -334,7 +334,9 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
                    header=f"F-PDLS prior ({cfg.loss.fpdls_prior}), row = true class: {' '.join(classes)}")
     t_logits = None
     if cfg.loss.task in ("kd", "manifold") and cfg.teacher.logits_file:
-        assert teacher is not None or logits_ready
+        if teacher is None and not logits_ready:
+            raise FileNotFoundError(f"teacher.logits_file {cfg.teacher.logits_file} does not exist and no "
+                                    "teacher.name is given to compute it")
         if rank == 0:
             teacher_logits_table(teacher, train_ds, cfg, device, cfg.teacher.logits_file, k)
         if world > 1:

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Write the FER+ annotators' vote distributions over a FER2013 crop cache as a ``teacher.logits_file``.
+
+FER+ re-labelled every FER2013 image with ten crowd votes. For a model trained on FER2013's own labels these
+votes are a per-image soft target: with ``loss.task: kd``, ``temperature: 1`` and ``alpha: a`` the engine's
+loss ``(1 - a) CE(label) + a KL(votes || student)`` has the gradient of cross-entropy against the mixed target
+``(1 - a) onehot(label) + a votes`` (the KL and the CE differ by the votes' entropy, a constant). The "teacher"
+here is the annotators; nothing is learned from the test splits (only the split written is read).
+
+Each row is ``log`` of the image's votes over the cache's classes (FER+'s ``contempt``, ``unknown`` and ``NF``
+columns are dropped, the rest renormalised); an image with none of those votes left, or not matched, gets its
+own one-hot label (its KD term then equals CE on the label). Rows follow the cache's order; the cache's
+``ids`` (``fer2013.csv.gz:LINE``) give the line of the FER2013 csv, whose ``orig_row`` (or data-row index) is
+the FER+ row of the same image, the join :func:`lightfer.data.fer2013.read_ferplus` uses.
+
+    python scripts/vote_targets.py --data cache:crops/fer64a0 --split train \
+        --fer-csv ../shared/data/fer2013/fer2013.csv.gz --votes ../shared/data/ferplus/fer2013new.csv \
+        --out runs/teachers/ferplus_votes_train.pt
+
+It prints how many rows got votes and how often the votes' majority agrees with the FER2013 label (~70% on
+the training split: a check that the rows line up, misaligned rows would agree at chance).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lightfer.data import build_dataset
+from lightfer.data.fer2013 import fer_usages, read_fer2013_rows, read_ferplus_votes
+from lightfer.data.labels import FERPLUS_CLASSES, remap_indices
+from lightfer.train.checkpoint import save_checkpoint
+
+_LINE = re.compile(r":(\d+)$")
+
+
+def vote_targets(ids: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], line_to_row: dict[int, int],
+                 usage: np.ndarray, votes: np.ndarray, want_usage: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image target distributions ``(N, K)`` and a ``(N,)`` bool "has votes" mask.
+
+    ``ids`` (N,) cache ids ending in ``:LINE``; ``labels`` (N,) indices into ``classes``; ``line_to_row`` FER2013
+    csv line -> FER+ row; ``usage`` (R,) and ``votes`` (R, 10) from :func:`read_ferplus_votes`; ``want_usage``
+    the FER2013 usage of the split (a line not in the map or a FER+ row of another usage raises)."""
+    k = len(classes)
+    cols = np.full(votes.shape[1], -1, np.int64)  # FER+ column -> class index, -1 = dropped (unknown, NF)
+    cols[:len(FERPLUS_CLASSES)] = remap_indices(FERPLUS_CLASSES, classes)
+    out = np.eye(k, dtype=np.float64)[labels]
+    has = np.zeros(len(ids), bool)
+    for i, sid in enumerate(ids):
+        m = _LINE.search(str(sid))
+        if m is None:
+            raise ValueError(f"cache id {sid!r} has no ':LINE' suffix; the cache must come from the FER2013 csv")
+        row = line_to_row.get(int(m.group(1)), -1)
+        if not 0 <= row < len(votes):
+            raise ValueError(f"cache id {sid!r}: no FER+ row for this line (FER+ has {len(votes)} rows)")
+        if usage[row] != want_usage:
+            raise ValueError(f"cache id {sid!r}: FER+ row {row} is {usage[row]!r}, expected {want_usage!r}")
+        v = np.zeros(k)
+        np.add.at(v, cols[cols >= 0], votes[row][cols >= 0])
+        if v.sum() > 0:
+            out[i] = v / v.sum()
+            has[i] = True
+    return out, has
+
+
+def main() -> None:
+    """CLI: see the module docstring."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="FER2013 crop cache spec, e.g. cache:crops/fer64a0")
+    ap.add_argument("--split", default="train", help="split whose targets are written (train)")
+    ap.add_argument("--fer-csv", required=True, help="the FER2013 csv the cache was prepared from")
+    ap.add_argument("--votes", required=True, help="FER+ fer2013new.csv")
+    ap.add_argument("--out", required=True, help="logits file for teacher.logits_file")
+    a = ap.parse_args()
+    ds = build_dataset(a.data, a.split)
+    ids = getattr(ds, "ids", None)
+    if ids is None:
+        raise SystemExit(f"{a.data} {a.split}: the dataset has no ids to match FER+ rows with")
+    usage, _, votes = read_ferplus_votes(a.votes)
+    (want,) = fer_usages(a.split)
+    rows = read_fer2013_rows(a.fer_csv, (want,))
+    line_to_row = dict(zip(rows["line"].tolist(), rows["orig_row"].tolist()))
+    labels = np.asarray(ds.labels)
+    target, has = vote_targets(np.asarray(ids), labels, tuple(ds.classes), line_to_row, usage, votes, want)
+    agree = (target[has].argmax(1) == labels[has]).mean()
+    print(f"{a.split}: {has.sum()} of {len(has)} images with votes; vote majority = FER2013 label on {agree:.1%}")
+    logits = torch.from_numpy(np.log(np.clip(target, 1e-8, None))).float()
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint({"logits": logits, "num_samples": len(ds), "teacher": "ferplus-votes", "flip": False,
+                     "classes": list(ds.classes), "votes": str(a.votes)}, a.out)
+    print(f"wrote {a.out}: {tuple(logits.shape)}")
+
+
+if __name__ == "__main__":
+    main()
