@@ -49,15 +49,15 @@ def vote_targets(ids: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], 
     cols[:len(FERPLUS_CLASSES)] = remap_indices(FERPLUS_CLASSES, classes)
     out = np.eye(k, dtype=np.float64)[labels]
     has = np.zeros(len(ids), bool)
-    for i, sid in enumerate(ids):
-        m = _LINE.search(str(sid))
+    for i, sid in enumerate(map(str, ids)):
+        m = _LINE.search(sid)
         if m is None:
-            raise ValueError(f"cache id {sid!r} has no ':LINE' suffix; the cache must come from the FER2013 csv")
+            raise ValueError(f"id {sid!r} has no ':LINE' suffix; the cache must come from the FER2013 csv")
         row = line_to_row.get(int(m.group(1)), -1)
         if not 0 <= row < len(votes):
-            raise ValueError(f"cache id {sid!r}: no FER+ row for this line (FER+ has {len(votes)} rows)")
+            raise ValueError(f"id {sid!r}: no FER+ row for this line (FER+ has {len(votes)} rows)")
         if usage[row] != want_usage:
-            raise ValueError(f"cache id {sid!r}: FER+ row {row} is {usage[row]!r}, expected {want_usage!r}")
+            raise ValueError(f"id {sid!r}: FER+ row {row} is {str(usage[row])!r}, expected {want_usage!r}")
         v = np.zeros(k)
         np.add.at(v, cols[cols >= 0], votes[row][cols >= 0])
         if v.sum() > 0:

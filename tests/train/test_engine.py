@@ -265,6 +265,15 @@ def test_kd_with_precomputed_teacher_logits(tmp_path: Path, tiny, caplog: pytest
     with caplog.at_level(logging.WARNING, logger="lightfer"):
         main(other, model=tiny(), teacher=Boom())  # the file still wins, and the log says it differs
     assert "without flip averaging" in caplog.text and "made by teacher 'unused_here'" in caplog.text
+    caplog.clear()
+    # a written file needs no teacher at all (scripts/teacher_logits.py, scripts/vote_targets.py)
+    anon = _cfg(tmp_path / "kd4", loss={"task": "kd"}, epochs=1, teacher={"logits_file": str(tmp_path / "t_logits.pt")})
+    with caplog.at_level(logging.WARNING, logger="lightfer"):
+        assert main(anon, model=tiny())["last"]["epoch"] == 1
+    assert "made by teacher" not in caplog.text
+    missing = _cfg(tmp_path / "kd5", loss={"task": "kd"}, epochs=1, teacher={"logits_file": str(tmp_path / "no.pt")})
+    with pytest.raises(FileNotFoundError, match="no.pt does not exist and no teacher.name"):
+        main(missing, model=tiny())
     bad = _cfg(tmp_path / "kd2", loss={"task": "kd"}, data={"synthetic_size": 256},
                teacher={"name": "x", "logits_file": str(tmp_path / "t_logits.pt")}, epochs=1)
     with pytest.raises(ValueError, match="do not fit 256 samples"):
