@@ -274,6 +274,9 @@ def test_kd_with_precomputed_teacher_logits(tmp_path: Path, tiny, caplog: pytest
     missing = _cfg(tmp_path / "kd5", loss={"task": "kd"}, epochs=1, teacher={"logits_file": str(tmp_path / "no.pt")})
     with pytest.raises(FileNotFoundError, match="no.pt does not exist and no teacher.name"):
         main(missing, model=tiny())
+    missing.teacher.logits_file = None  # past validation (e.g. edited in code): refused before any step
+    with pytest.raises(ValueError, match="kd needs a teacher: teacher.name or a written teacher.logits_file"):
+        main(missing, model=tiny())
     bad = _cfg(tmp_path / "kd2", loss={"task": "kd"}, data={"synthetic_size": 256},
                teacher={"name": "x", "logits_file": str(tmp_path / "t_logits.pt")}, epochs=1)
     with pytest.raises(ValueError, match="do not fit 256 samples"):

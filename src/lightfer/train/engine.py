@@ -333,6 +333,8 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         np.savetxt(out / "fpdls_prior.txt", criterion.prior.cpu().numpy(), fmt="%.6f",
                    header=f"F-PDLS prior ({cfg.loss.fpdls_prior}), row = true class: {' '.join(classes)}")
     t_logits = None
+    if cfg.loss.task in ("kd", "manifold") and teacher is None and not cfg.teacher.logits_file:
+        raise ValueError(f"loss.task = {cfg.loss.task} needs a teacher: teacher.name or a written teacher.logits_file")
     if cfg.loss.task in ("kd", "manifold") and cfg.teacher.logits_file:
         if teacher is None and not logits_ready:
             raise FileNotFoundError(f"teacher.logits_file {cfg.teacher.logits_file} does not exist and no "
