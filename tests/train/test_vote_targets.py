@@ -48,6 +48,17 @@ def test_votes_are_joined_by_orig_row_and_written_as_log_targets(tmp_path: Path)
     np.testing.assert_allclose(p[3], [0, 0, 0, 0, 0.75, 0, 0.25], atol=1e-5)  # orig 1
 
 
+def test_a_csv_with_other_labels_than_the_data_is_refused(tmp_path: Path) -> None:
+    fer, plus = _files(tmp_path)
+    other = write_fer_csv(tmp_path / "other.csv", [(1, face_like(0), "Training"), (3, face_like(1), "Training"),
+                                                   (6, face_like(2), "Training"), (4, face_like(3), "Training")],
+                          orig_rows=[3, 0, 2, 1])
+    r = subprocess.run([*SCRIPT, "--data", f"fer2013:{fer}", "--fer-csv", str(other), "--votes", str(plus),
+                        "--out", str(tmp_path / "v.pt")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0 and "fer.csv:2 is labelled angry but line 2" in r.stderr and "says disgust" in r.stderr
+    assert not (tmp_path / "v.pt").exists()
+
+
 def test_a_split_joined_to_rows_of_another_usage_is_refused(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "scripts"))
     try:
