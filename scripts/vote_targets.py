@@ -9,10 +9,11 @@ here is the annotators; nothing is learned from the test splits (only the split 
 
 Each row is ``log`` of the image's votes over the cache's classes (FER+'s ``contempt``, ``unknown`` and ``NF``
 columns are dropped, the rest renormalised); an image with none of those votes left keeps its own one-hot label
-(its KD term then equals CE on the label); an id without a FER+ row, or whose FER2013 row holds another label than
+(its KD term then equals CE on the label); an id whose line is not a row of the split, or whose FER2013 row holds another label than
 the cache's, is refused. Rows follow the cache's order; the cache's
 ``ids`` (``fer2013.csv.gz:LINE``) give the line of the FER2013 csv, whose ``orig_row`` (or data-row index) is
-the FER+ row of the same image, the join :func:`lightfer.data.fer2013.read_ferplus` uses.
+the FER+ row of the same image: :func:`lightfer.data.fer2013.join_ferplus_votes`, the join ``read_ferplus`` uses
+(it refuses FER+ rows of another usage).
 
     python scripts/vote_targets.py --data cache:crops/fer64a0 --split train \
         --fer-csv ../shared/data/fer2013/fer2013.csv.gz --votes ../shared/data/ferplus/fer2013new.csv \
@@ -31,36 +32,42 @@ import numpy as np
 import torch
 
 from lightfer.data import build_dataset
-from lightfer.data.fer2013 import fer_usages, read_fer2013_rows, read_ferplus_votes
+from lightfer.data.fer2013 import join_ferplus_votes
 from lightfer.data.labels import FER2013_CLASSES, FERPLUS_CLASSES, remap_indices
 from lightfer.train.checkpoint import save_checkpoint
 
 _LINE = re.compile(r":(\d+)$")
 
 
-def vote_targets(ids: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], line_to_row: dict[int, int],
-                 usage: np.ndarray, votes: np.ndarray, want_usage: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image target distributions ``(N, K)`` and a ``(N,)`` bool "has votes" mask.
-
-    ``ids`` (N,) cache ids ending in ``:LINE``; ``labels`` (N,) indices into ``classes``; ``line_to_row`` FER2013
-    csv line -> FER+ row; ``usage`` (R,) and ``votes`` (R, 10) from :func:`read_ferplus_votes`; ``want_usage``
-    the FER2013 usage of the split (a line not in the map or a FER+ row of another usage raises)."""
-    k = len(classes)
-    cols = np.full(votes.shape[1], -1, np.int64)  # FER+ column -> class index, -1 = dropped (unknown, NF)
-    cols[:len(FERPLUS_CLASSES)] = remap_indices(FERPLUS_CLASSES, classes)
-    out = np.eye(k, dtype=np.float64)[labels]
-    has = np.zeros(len(ids), bool)
+def cache_lines(ids: np.ndarray) -> np.ndarray:
+    """FER2013 csv lines ``(N,)`` from cache ids ``(N,)`` ending in ``:LINE`` (an id without one raises)."""
+    lines = np.empty(len(ids), np.int64)
     for i, sid in enumerate(map(str, ids)):
         m = _LINE.search(sid)
         if m is None:
             raise ValueError(f"id {sid!r} has no ':LINE' suffix; the cache must come from the FER2013 csv")
-        row = line_to_row.get(int(m.group(1)), -1)
-        if not 0 <= row < len(votes):
-            raise ValueError(f"id {sid!r}: no FER+ row for this line (FER+ has {len(votes)} rows)")
-        if usage[row] != want_usage:
-            raise ValueError(f"id {sid!r}: FER+ row {row} is {str(usage[row])!r}, expected {want_usage!r}")
+        lines[i] = int(m.group(1))
+    return lines
+
+
+def vote_targets(lines: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], line_to_index: dict[int, int],
+                 votes: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image target distributions ``(N, K)`` and a ``(N,)`` bool "has votes" mask.
+
+    ``lines`` (N,) FER2013 csv lines of the cache's images; ``labels`` (N,) indices into ``classes``;
+    ``line_to_index`` csv line -> row of ``votes`` ``(M, 10)``, the FER+ votes of the split's images joined by
+    :func:`lightfer.data.fer2013.join_ferplus_votes` (a line without one raises, naming the ``split``)."""
+    k = len(classes)
+    cols = np.full(votes.shape[1], -1, np.int64)  # FER+ column -> class index, -1 = dropped (unknown, NF)
+    cols[:len(FERPLUS_CLASSES)] = remap_indices(FERPLUS_CLASSES, classes)
+    out = np.eye(k, dtype=np.float64)[labels]
+    has = np.zeros(len(lines), bool)
+    for i, line in enumerate(lines.tolist()):
+        j = line_to_index.get(line)
+        if j is None:
+            raise ValueError(f"line {line}: not a {split} row of the FER2013 csv, so no FER+ votes of that split")
         v = np.zeros(k)
-        np.add.at(v, cols[cols >= 0], votes[row][cols >= 0])
+        np.add.at(v, cols[cols >= 0], votes[j][cols >= 0])
         if v.sum() > 0:
             out[i] = v / v.sum()
             has[i] = True
@@ -80,20 +87,16 @@ def main() -> None:
     ids = getattr(ds, "ids", None)
     if ids is None:
         raise SystemExit(f"{a.data} {a.split}: the dataset has no ids to match FER+ rows with")
-    usage, _, votes = read_ferplus_votes(a.votes)
-    (want,) = fer_usages(a.split)
-    rows = read_fer2013_rows(a.fer_csv, (want,))
-    line_to_row = dict(zip(rows["line"].tolist(), rows["orig_row"].tolist()))
-    labels = np.asarray(ds.labels)
+    rows, _, votes = join_ferplus_votes(a.fer_csv, a.votes, a.split)
+    line_to_index = {line: i for i, line in enumerate(rows["line"].tolist())}
+    lines, labels = cache_lines(np.asarray(ids)), np.asarray(ds.labels)
     if tuple(ds.classes) == FER2013_CLASSES:  # FER2013 codes index FER2013_CLASSES: the csv must hold the cache's labels
-        line_label = dict(zip(rows["line"].tolist(), rows["labels"].tolist()))
-        for sid, y in zip(map(str, ids), labels.tolist()):
-            m = _LINE.search(sid)
-            csv_y = line_label.get(int(m.group(1))) if m else None
-            if csv_y is not None and csv_y != y:
-                raise SystemExit(f"{a.data} {a.split}: {sid} is labelled {ds.classes[y]} but line {m.group(1)} of "
-                                 f"{a.fer_csv} says {FER2013_CLASSES[csv_y]}: the cache comes from another csv")
-    target, has = vote_targets(np.asarray(ids), labels, tuple(ds.classes), line_to_row, usage, votes, want)
+        for sid, line, y in zip(map(str, ids), lines.tolist(), labels.tolist()):
+            j = line_to_index.get(line)
+            if j is not None and rows["labels"][j] != y:
+                raise SystemExit(f"{a.data} {a.split}: {sid} is labelled {ds.classes[y]} but line {line} of "
+                                 f"{a.fer_csv} says {FER2013_CLASSES[rows['labels'][j]]}: the cache comes from another csv")
+    target, has = vote_targets(lines, labels, tuple(ds.classes), line_to_index, votes, a.split)
     agree = (target[has].argmax(1) == labels[has]).mean()
     print(f"{a.split}: {has.sum()} of {len(has)} images with votes; vote majority = FER2013 label on {agree:.1%}")
     logits = torch.from_numpy(np.log(np.clip(target, 1e-8, None))).float()

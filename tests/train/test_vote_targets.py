@@ -59,16 +59,22 @@ def test_a_csv_with_other_labels_than_the_data_is_refused(tmp_path: Path) -> Non
     assert not (tmp_path / "v.pt").exists()
 
 
-def test_a_split_joined_to_rows_of_another_usage_is_refused(tmp_path: Path) -> None:
+def test_lines_outside_the_split_and_files_of_another_usage_are_refused(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "scripts"))
     try:
-        from vote_targets import vote_targets
+        from vote_targets import cache_lines, vote_targets
     finally:
         sys.path.pop(0)
-    usage = np.array(["Training", "PrivateTest"])
-    votes = np.zeros((2, 10), np.int64)
+    votes = np.zeros((1, 10), np.int64)
     classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-    with pytest.raises(ValueError, match="'PrivateTest', expected 'Training'"):
-        vote_targets(np.array(["x.csv:3"]), np.array([0]), classes, {3: 1}, usage, votes, "Training")
-    with pytest.raises(ValueError, match="no FER\\+ row"):
-        vote_targets(np.array(["x.csv:9"]), np.array([0]), classes, {3: 1}, usage, votes, "Training")
+    with pytest.raises(ValueError, match="line 9: not a Training row"):
+        vote_targets(np.array([9]), np.array([0]), classes, {3: 0}, votes, "Training")
+    with pytest.raises(ValueError, match="no ':LINE' suffix"):
+        cache_lines(np.array(["x.csv"]))
+    assert cache_lines(np.array(["fer2013.csv.gz:12", "a:3"])).tolist() == [12, 3]
+    fer, _ = _files(tmp_path)  # the FER+ file below says PrivateTest where FER2013 says Training
+    plus = write_ferplus_csv(tmp_path / "shifted.csv", [("PrivateTest", f"fer{i}.png", [0] * 9 + [1]) for i in range(5)])
+    r = subprocess.run([*SCRIPT, "--data", f"fer2013:{fer}", "--fer-csv", str(fer), "--votes", str(plus),
+                        "--out", str(tmp_path / "v.pt")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0 and "Usage Training but" in r.stderr and "not joined by row" in r.stderr
+    assert not (tmp_path / "v.pt").exists()

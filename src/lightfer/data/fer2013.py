@@ -209,12 +209,14 @@ def ferplus_labels(votes: np.ndarray, rule: str = "majority") -> np.ndarray:
     return np.where(ok, win, -1)
 
 
-def read_ferplus(fer_csv: str | Path, ferplus_csv: str | Path, split: str | None,
-                 vote: str = "majority") -> FERDataset:
-    """FER+ split: FER2013 pixels joined with ``fer2013new.csv`` by ``orig_row`` == FER+ data-row index.
+def join_ferplus_votes(fer_csv: str | Path, ferplus_csv: str | Path,
+                       split: str | None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The split's FER2013 rows joined with their ``fer2013new.csv`` rows by ``orig_row`` == FER+ data-row index.
 
-    Rows FER+ left blank (no image name) and rows the vote rule drops are skipped; the vote
-    distribution over the 8 emotions becomes ``soft_labels`` (classes in FER+ column order).
+    Returns:
+        ``rows`` (:func:`read_fer2013_rows`, N rows), FER+ ``names`` ``(N,)`` (blank = dropped by FER+) and
+        ``votes`` int64 ``(N, 10)`` of the same images. An ``orig_row`` outside FER+ or a FER+ row of another
+        ``Usage`` raises :class:`MalformedFileError` naming the FER2013 line.
     """
     fer_csv, ferplus_csv = Path(fer_csv), Path(ferplus_csv)
     rows = read_fer2013_rows(fer_csv, fer_usages(split))
@@ -230,12 +232,23 @@ def read_ferplus(fer_csv: str | Path, ferplus_csv: str | Path, split: str | None
         i = int(np.flatnonzero(mismatch)[0])
         raise MalformedFileError(f"{fer_csv}:{rows['line'][i]}: Usage {rows['usage'][i]} but {ferplus_csv} row "
                                  f"{r[i]} says {usage[r[i]]}: the files are not joined by row")
-    v = votes[r]
+    return rows, names[r], votes[r]
+
+
+def read_ferplus(fer_csv: str | Path, ferplus_csv: str | Path, split: str | None,
+                 vote: str = "majority") -> FERDataset:
+    """FER+ split: FER2013 pixels joined with ``fer2013new.csv`` by ``orig_row`` == FER+ data-row index.
+
+    Rows FER+ left blank (no image name) and rows the vote rule drops are skipped; the vote
+    distribution over the 8 emotions becomes ``soft_labels`` (classes in FER+ column order).
+    """
+    fer_csv = Path(fer_csv)
+    rows, names, v = join_ferplus_votes(fer_csv, ferplus_csv, split)
     hard = ferplus_labels(v, vote)
-    named = names[r] != ""
+    named = names != ""
     keep = named & (hard >= 0)
     log.info("ferplus[%s]: %d FER2013 rows, %d without a FER+ name, %d dropped by the %s vote, %d kept",
-             split, len(r), int((~named).sum()), int((named & (hard < 0)).sum()), vote, int(keep.sum()))
+             split, len(v), int((~named).sum()), int((named & (hard < 0)).sum()), vote, int(keep.sum()))
     idx = np.flatnonzero(keep)
     emo = v[idx, :8].astype(np.float32)
     soft = emo / emo.sum(1, keepdims=True)
