@@ -4,7 +4,8 @@ CUDA, alone or under ``torchrun`` (DistributedDataParallel, gloo on CPU / nccl o
 
 Outputs in ``cfg.output_dir``: ``config.yaml`` (resolved), ``last.pt`` and ``best.pt`` (atomic),
 ``log.csv`` (one row per epoch) and, with F-PDLS, ``fpdls_prior.txt`` (the prior as used). ``main(cfg, resume=True)``
-continues from ``last.pt`` bit-for-bit.
+continues from ``last.pt`` bit-for-bit, with the prior read back from ``fpdls_prior.txt`` (a ``confusion`` prior is
+not computed again).
 """
 from __future__ import annotations
 
@@ -319,6 +320,14 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         model.to(memory_format=torch.channels_last)
     # logit KD from a logits file already written needs no teacher (it may not even be on this machine)
     logits_ready = cfg.loss.task == "kd" and bool(cfg.teacher.logits_file) and Path(cfg.teacher.logits_file).is_file()
+    if cfg.loss.task in ("kd", "manifold") and teacher is None and not cfg.teacher.name and not cfg.teacher.logits_file:
+        raise ValueError(f"loss.task = {cfg.loss.task} needs a teacher: teacher.name or a written teacher.logits_file")
+    saved_prior = out / "fpdls_prior.txt"
+    reuse_prior = bool(resume) and cfg.loss.fpdls and saved_prior.is_file()
+    if reuse_prior:  # the prior the run started with (a confusion prior would cost a pass of the teacher)
+        log.info("resuming with the F-PDLS prior the run wrote: %s", saved_prior)
+        cfg = copy.deepcopy(cfg)
+        cfg.loss.fpdls_prior = f"file:{saved_prior}"
     needs_teacher = (cfg.loss.task != "supervised" and not logits_ready) or cfg.loss.fpdls_prior == "confusion"
     if teacher is None and cfg.teacher.name and needs_teacher:
         teacher = build_teacher(cfg, classes)
@@ -329,12 +338,10 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         if cfg.channels_last:
             teacher.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, train_ds, k, teacher, device)
-    if criterion is not None and rank == 0:  # the prior as used, reusable as ``loss.fpdls_prior: file:PATH``
-        np.savetxt(out / "fpdls_prior.txt", criterion.prior.cpu().numpy(), fmt="%.6f",
+    if criterion is not None and rank == 0 and not reuse_prior:  # the prior as used, reusable as ``file:PATH``
+        np.savetxt(saved_prior, criterion.prior.cpu().numpy(), fmt="%.6f",
                    header=f"F-PDLS prior ({cfg.loss.fpdls_prior}), row = true class: {' '.join(classes)}")
     t_logits = None
-    if cfg.loss.task in ("kd", "manifold") and teacher is None and not cfg.teacher.logits_file:
-        raise ValueError(f"loss.task = {cfg.loss.task} needs a teacher: teacher.name or a written teacher.logits_file")
     if cfg.loss.task in ("kd", "manifold") and cfg.teacher.logits_file:
         if teacher is None and not logits_ready:
             raise FileNotFoundError(f"teacher.logits_file {cfg.teacher.logits_file} does not exist and no "
