@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightfer.models.heads import ClassifierHead
+from lightfer.models.heads import ClassifierHead, resize_square
 from lightfer.models.registry import PretrainedCfg, register_model
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,8 @@ class DlibResNet(nn.Module):
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> ``(B, 32, H', W')`` after conv, affine, ReLU and max-pool."""
-        r = self.resample_to
-        if r and tuple(x.shape[-2:]) != (r, r):
-            x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=r < x.shape[-1])
+        if self.resample_to:
+            x = resize_square(x, self.resample_to)
         if min(x.shape[-2:]) < MIN_INPUT_SIZE:
             raise ValueError(f"dlib_resnet_face needs inputs of at least {MIN_INPUT_SIZE} px a side, got "
                              f"{tuple(x.shape[-2:])}: set input_size (112 is the default)")

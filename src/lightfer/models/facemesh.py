@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightfer.models.heads import ClassifierHead
+from lightfer.models.heads import ClassifierHead, resize_square
 from lightfer.models.registry import PretrainedCfg, register_model
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,8 @@ class FaceMeshNet(nn.Module):
 
     def forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, C, H, W)`` -> the shared trunk's map ``(B, 128, H/32, W/32)`` (6 x 6 at 192 px)."""
-        r = self.resample_to
-        if r and tuple(x.shape[-2:]) != (r, r):
-            x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=r < x.shape[-1])
+        if self.resample_to:
+            x = resize_square(x, self.resample_to)
         x = self.stem_act(self.stem_conv(tf_same_pad(x, 3, 2)))
         return self.blocks(x)
 

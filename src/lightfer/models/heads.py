@@ -7,6 +7,7 @@ classifier. ``ClassifierHead(kind="se")`` gives it to any backbone (``create_mod
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 HEAD_KINDS: tuple[str, ...] = ("linear", "se")
@@ -26,6 +27,15 @@ class SqueezeExcite1d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rescale ``x`` ``(B, C)`` by gates in (0, 1) computed from itself."""
         return x * self.gate(self.fc2(self.act(self.fc1(x))))
+
+
+def resize_square(x: torch.Tensor, side: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, C, side, side)``, bilinear, antialiased when shrinking: the trainer's resize
+    (:func:`lightfer.train.data.to_model_input`) and the one inside models built with ``resample_to``, so that a
+    model trained on resized crops is served the very same pixels. Unchanged when already that size."""
+    if tuple(x.shape[-2:]) == (side, side):
+        return x
+    return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=side < x.shape[-1])
 
 
 def global_pool(x: torch.Tensor) -> torch.Tensor:

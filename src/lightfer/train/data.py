@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from lightfer.models.heads import resize_square
 from lightfer.train.config import AugmentConfig, DataConfig
 
 log = logging.getLogger(__name__)
@@ -272,9 +273,8 @@ def to_model_input(x: torch.Tensor, input_size: int | None, in_chans: int, mean:
         x = x.expand(-1, 3, -1, -1)
     elif c != in_chans:
         raise ValueError(f"images have {c} channels; the model takes {in_chans}")
-    if input_size is not None and tuple(x.shape[-2:]) != (input_size, input_size):
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False,
-                          antialias=input_size < x.shape[-1])
+    if input_size is not None:
+        x = resize_square(x, input_size)
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     return (x - m) / s
