@@ -1,7 +1,6 @@
 """dlib's face-recognition ResNet port: known answers from dlib itself, the gray stem, the file reader, training."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,24 +14,18 @@ from lightfer.models import count_params, create_model
 from lightfer.models.dlib_resnet import (
     DLIB_RGB_MEAN, DlibFormatError, DlibResNet, load_dlib_backbone, padded_add, read_dlib_face_resnet,
 )
+from tests.models.reference import fetched, reference_chips
 
-REPO = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "fixtures" / "dlib_descriptors.json"
 
 
 @pytest.fixture(scope="module")
 def dlib_file() -> Path:
-    from lightfer.assets import fetch
-
-    return fetch(["dlib_face_recognition_resnet_model_v1.dat"])["dlib_face_recognition_resnet_model_v1.dat"]
+    return fetched("dlib_face_recognition_resnet_model_v1.dat")
 
 
 def _chips() -> dict[str, np.ndarray]:
-    spec = importlib.util.spec_from_file_location("dlib_ref", REPO / "scripts" / "dlib_reference_descriptors.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    pytest.importorskip("skimage")
-    return mod.chips()
+    return reference_chips("dlib_reference_descriptors.py")
 
 
 def _dlib_input(chip: np.ndarray) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """MediaPipe Face Mesh port: known answers from the TFLite interpreter, the gray stem, the reader, training."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,24 +14,18 @@ from lightfer.models import count_params, create_model
 from lightfer.models.facemesh import (
     FaceMeshBlock, FaceMeshFormatError, load_facemesh_landmarker, read_face_landmark_tflite, tf_same_pad,
 )
+from tests.models.reference import fetched, reference_chips
 
-REPO = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "fixtures" / "facemesh_reference.json"
 
 
 @pytest.fixture(scope="module")
 def tflite_file() -> Path:
-    from lightfer.assets import fetch
-
-    return fetch(["mediapipe_face_landmark.tflite"])["mediapipe_face_landmark.tflite"]
+    return fetched("mediapipe_face_landmark.tflite")
 
 
 def _chips() -> dict[str, np.ndarray]:
-    spec = importlib.util.spec_from_file_location("facemesh_ref", REPO / "scripts" / "facemesh_reference.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    pytest.importorskip("skimage")
-    return mod.chips()
+    return reference_chips("facemesh_reference.py")
 
 
 def test_points_and_face_logit_match_the_tflite_interpreter(tflite_file: Path) -> None:
