@@ -723,15 +723,25 @@ def test_ensemble_teacher_is_the_mean_probability_of_its_members_each_on_its_own
 
 def test_resumed_fpdls_run_reads_its_prior_instead_of_asking_the_teacher(tmp_path: Path, tiny, caplog) -> None:
     """A confusion prior is computed once (a pass of the teacher over the training set); --resume reads the run's
-    fpdls_prior.txt and keeps it as written."""
+    fpdls_prior.txt, keeps it as written, and still continues bit for bit."""
+    def teacher() -> torch.nn.Module:
+        torch.manual_seed(7)
+        return tiny(width=12)
+
+    over = dict(loss={"fpdls": True, "fpdls_prior": "confusion"}, epochs=2,
+                teacher={"name": "no_such_teacher_model"})  # building it would fail: only a passed teacher works
     torch.manual_seed(0)
-    cfg = _cfg(tmp_path, loss={"fpdls": True, "fpdls_prior": "confusion"}, epochs=2,
-               teacher={"name": "no_such_teacher_model"})  # building it would fail: only a passed teacher works
-    main(cfg, model=tiny(), teacher=tiny(width=12), stop_after=1)
-    written = (tmp_path / "fpdls_prior.txt").read_text()
+    main(_cfg(tmp_path / "straight", **over), model=tiny(), teacher=teacher())
+    torch.manual_seed(0)
+    cfg = _cfg(tmp_path / "split", **over)
+    main(cfg, model=tiny(), teacher=teacher(), stop_after=1)
+    written = (tmp_path / "split" / "fpdls_prior.txt").read_text()
     assert "F-PDLS prior (confusion)" in written
     with caplog.at_level(logging.INFO, logger="lightfer"):
         assert main(cfg, model=tiny(), resume=True)["last"]["epoch"] == 2  # no teacher passed, none built
     assert "resuming with the F-PDLS prior the run wrote" in caplog.text
-    assert (tmp_path / "fpdls_prior.txt").read_text() == written
+    assert (tmp_path / "split" / "fpdls_prior.txt").read_text() == written
     assert cfg.loss.fpdls_prior == "confusion"  # the caller's config is not changed
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())

@@ -339,7 +339,7 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
             teacher.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, train_ds, k, teacher, device)
     if criterion is not None and rank == 0 and not reuse_prior:  # the prior as used, reusable as ``file:PATH``
-        np.savetxt(saved_prior, criterion.prior.cpu().numpy(), fmt="%.6f",
+        np.savetxt(saved_prior, criterion.prior.cpu().numpy(), fmt="%.9g",  # 9 digits: float32 reads back exactly
                    header=f"F-PDLS prior ({cfg.loss.fpdls_prior}), row = true class: {' '.join(classes)}")
     t_logits = None
     if cfg.loss.task in ("kd", "manifold") and cfg.teacher.logits_file:
