@@ -80,13 +80,15 @@ class FaceMeshBlock(nn.Module):
             raise ValueError(f"block {in_chs}->{out_chs} /{stride}: channels may only grow, stride is 1 or 2")
         self.stride = stride
         self.extra = out_chs - in_chs
-        self.dw = nn.Conv2d(in_chs, in_chs, 3, stride, 0, groups=in_chs)
+        # stride 1: TF's SAME is a symmetric 1-pixel pad, done by the convolution itself (one ONNX op fewer);
+        # stride 2: SAME pads the end only on even sides, done by tf_same_pad in forward
+        self.dw = nn.Conv2d(in_chs, in_chs, 3, stride, 1 if stride == 1 else 0, groups=in_chs)
         self.pw = nn.Conv2d(in_chs, out_chs, 1)
         self.act = nn.PReLU(out_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W)`` -> ``(B, C_out, H', W')``."""
-        y = self.pw(self.dw(tf_same_pad(x, 3, self.stride)))
+        y = self.pw(self.dw(x if self.stride == 1 else tf_same_pad(x, 3, 2)))
         skip = F.max_pool2d(x, 2, 2, ceil_mode=True) if self.stride == 2 else x
         if self.extra:
             skip = F.pad(skip, (0, 0, 0, 0, 0, self.extra))
