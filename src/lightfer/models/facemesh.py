@@ -20,12 +20,12 @@ Architecture, read from the file (input side first; 192 px sides in brackets)::
     block(C, /s) = PReLU(skip + conv C 1x1(depthwise 3x3/s(x))),
     skip = x, or for /2 max_pool 2x2/2(x) zero-padded from its channels to C (BlazeFace's block).
 
-Convolutions pad as TensorFlow's ``SAME`` does (the extra row and column at the end for a stride of 2 on an even
-side); :func:`tf_same_pad` reproduces it, so the port matches the TFLite interpreter (``tests/models/
+Convolutions pad as TensorFlow's ``SAME`` does: one pixel all round at stride 1 (the convolution's own padding)
+and, at stride 2, the extra row and column at the end on an even side (:func:`tf_same_pad`), so the port matches the TFLite interpreter (``tests/models/
 test_facemesh.py`` holds its outputs as a fixture). The shortcut's max-pool rounds up (``ceil_mode``) so that odd
 sides (112 px reaches a 7 x 7 map) still add up; on even sides this is TensorFlow's pooling exactly. The network has
-no normalisation layers. Inputs are RGB in [0, 1] (MediaPipe's ``ImageToTensorCalculator`` range for this model,
-confirmed by the face score: see the tests); for one (gray) channel the stem's RGB weights are summed, which is
+no normalisation layers. Inputs are RGB in [0, 1] (the TFLite interpreter scores the astronaut's face at a logit of
+26.5 there, 22.7 with [-1, 1]); for one (gray) channel the stem's RGB weights are summed, which is
 exact for a gray image. For expression, the mesh branch's 128-channel map is pooled into a new classifier; the point
 and face-score heads are dropped (:class:`FaceMeshLandmarker` keeps them, to check the port).
 """
@@ -46,7 +46,6 @@ from lightfer.models.registry import PretrainedCfg, register_model
 log = logging.getLogger(__name__)
 
 WEIGHTS_ASSET = "mediapipe_face_landmark.tflite"
-NATIVE_SIZE = 192  # the side MediaPipe feeds the network
 NUM_POINTS = 468
 # (in, out, stride) of the shared trunk's blocks, then the mesh branch's; TF names follow the file's numbering
 TRUNK: tuple[tuple[int, int, int], ...] = (
@@ -219,35 +218,29 @@ def _prelu(params: dict[str, np.ndarray], index: int) -> dict[str, torch.Tensor]
     return {"weight": torch.from_numpy(params[f"p_re_lu_{index}/Alpha"].reshape(-1).copy())}
 
 
+def _under(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}
+
+
 def _block_state(params: dict[str, np.ndarray], prefix: str, dw: int, pw: int, act: int) -> dict[str, torch.Tensor]:
-    state = {}
-    for part, tensors in (("dw", _conv(params, f"depthwise_conv2d_{dw}", True)),
-                          ("pw", _conv(params, f"conv2d_{pw}")), ("act", _prelu(params, act))):
-        state.update({f"{prefix}.{part}.{k}": v for k, v in tensors.items()})
-    return state
+    return {**_under(f"{prefix}.dw", _conv(params, f"depthwise_conv2d_{dw}", True)),
+            **_under(f"{prefix}.pw", _conv(params, f"conv2d_{pw}")), **_under(f"{prefix}.act", _prelu(params, act))}
 
 
 def facemesh_state(params: dict[str, np.ndarray], whole: bool = False) -> dict[str, torch.Tensor]:
     """Map the file's tensors to :class:`FaceMeshNet`'s names (RGB stem), or with ``whole`` to
     :class:`FaceMeshLandmarker`'s (every head)."""
     pre = "net." if whole else ""
-    state = {f"{pre}stem_conv.{k}": v for k, v in _conv(params, "conv2d_1").items()}
-    state.update({f"{pre}stem_act.{k}": v for k, v in _prelu(params, 1).items()})
-    for i in range(len(TRUNK)):  # block i: depthwise_conv2d_{i+1}, conv2d_{i+2}, p_re_lu_{i+2}
-        state.update(_block_state(params, f"{pre}blocks.{i}", i + 1, i + 2, i + 2))
-    for j in range(len(MESH)):
-        i = len(TRUNK) + j
-        state.update(_block_state(params, f"{pre}mesh.{j}", i + 1, i + 2, i + 2))
+    state = {**_under(f"{pre}stem_conv", _conv(params, "conv2d_1")), **_under(f"{pre}stem_act", _prelu(params, 1))}
+    for i in range(len(TRUNK) + len(MESH)):  # block i: depthwise_conv2d_{i+1}, conv2d_{i+2}, p_re_lu_{i+2}
+        where = f"{pre}blocks.{i}" if i < len(TRUNK) else f"{pre}mesh.{i - len(TRUNK)}"
+        state.update(_block_state(params, where, i + 1, i + 2, i + 2))
     if whole:
-        state.update({f"mesh_proj.{k}": v for k, v in _conv(params, "conv2d_19").items()})
-        state.update({f"mesh_proj_act.{k}": v for k, v in _prelu(params, 19).items()})
-        state.update(_block_state(params, "mesh_tail", 18, 20, 20))
-        state.update({f"mesh_out.{k}": v for k, v in _conv(params, "conv2d_21").items()})
-        state.update(_block_state(params, "flag_block", 23, 28, 26))
-        state.update({f"flag_proj.{k}": v for k, v in _conv(params, "conv2d_29").items()})
-        state.update({f"flag_proj_act.{k}": v for k, v in _prelu(params, 27).items()})
-        state.update(_block_state(params, "flag_tail", 24, 30, 28))
-        state.update({f"flag_out.{k}": v for k, v in _conv(params, "conv2d_31").items()})
+        state.update({**_under("mesh_proj", _conv(params, "conv2d_19")), **_under("mesh_proj_act", _prelu(params, 19)),
+                      **_block_state(params, "mesh_tail", 18, 20, 20), **_under("mesh_out", _conv(params, "conv2d_21")),
+                      **_block_state(params, "flag_block", 23, 28, 26),
+                      **_under("flag_proj", _conv(params, "conv2d_29")), **_under("flag_proj_act", _prelu(params, 27)),
+                      **_block_state(params, "flag_tail", 24, 30, 28), **_under("flag_out", _conv(params, "conv2d_31"))})
     return state
 
 
