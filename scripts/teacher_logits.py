@@ -33,10 +33,12 @@ def main() -> None:
     ap.add_argument("--flip", action="store_true", help="average each member over the horizontal flip")
     ap.add_argument("--out", required=True, help="logits file for teacher.logits_file")
     ap.add_argument("--report", default="", help="extra splits to print accuracy on, e.g. val,test")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads, set once (default: torch's choice, all cores)")
     ap.add_argument("--device", default="cpu", help="torch device of the teachers, e.g. cuda (default cpu)")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     members = [load_classifier(t).to(a.device) for t in a.teacher]
     classes = tuple(members[0].pretrained_cfg.classes)
     if any(tuple(m.pretrained_cfg.classes) != classes for m in members):
