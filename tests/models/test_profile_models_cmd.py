@@ -102,3 +102,36 @@ def test_models_verb_is_wired_into_lightfer(capsys) -> None:
 
     assert main(["models", "--names-only", "--filter", "swinv2_student"]) == 0
     assert capsys.readouterr().out.split() == ["swinv2_student_112", "swinv2_student_64"]
+
+
+def _train_checkpoint(path, name: str, input_size: int, **kwargs) -> nn.Module:
+    """A checkpoint in ``lightfer train``'s layout for ``create_model(name, input_size=..., **kwargs)``."""
+    from lightfer.train.checkpoint import save_checkpoint
+
+    model = create_model(name, input_size=input_size, **kwargs)
+    save_checkpoint({"model_name": name, "model": model.state_dict(), "ema": None, "epoch": 7,
+                     "model_kwargs": kwargs, "model_input_size": input_size,
+                     "pretrained_cfg": model.pretrained_cfg.to_dict()}, path)
+    return model
+
+
+def test_models_verb_profiles_training_checkpoints(capsys, tmp_path) -> None:
+    threads = str(torch.get_num_threads())
+    se = _train_checkpoint(tmp_path / "se.pt", "shufflenet_v2_x0_5", 48, head="se")
+    rs = _train_checkpoint(tmp_path / "rs.pt", "shufflenet_v2_x0_5", 64, resizer={"in_size": 40, "filters": 4})
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    out = tmp_path / "m.json"
+    argv = [str(tmp_path / "se.pt"), "shufflenet_v2_x0_5", str(tmp_path / "junk.pt"), str(tmp_path / "rs.pt"),
+            "--input-size", "48", "--repeats", "2", "--batch", "2", "--threads", threads, "--json", str(out)]
+    assert _run(argv) == 1  # the unreadable file fails alone, named; the others are measured
+    assert "junk.pt" in capsys.readouterr().err
+    rows = {r["name"]: r for r in json.loads(out.read_text())["models"]}
+    plain, se_row, rs_row = rows["shufflenet_v2_x0_5"], rows[str(tmp_path / "se.pt")], rows[str(tmp_path / "rs.pt")]
+    assert se_row["params"] == count_params(se) > plain["params"] and se_row["flops"] > plain["flops"]
+    assert se_row["input_size"] == 48 and se_row["batch"] == 2 and se_row["torch_ms"] > 0
+    assert "checkpoint of shufflenet_v2_x0_5 (head=se), epoch 7" == se_row["description"]
+    # the resizer model takes its own low-resolution input (40 px), whatever --input-size says for names
+    assert rs_row["input_size"] == 40 and rs_row["params"] == count_params(rs)
+    assert rs_row["flops"] == count_flops(rs.eval(), torch.randn(1, 1, 40, 40))
+    assert _run([str(tmp_path / "se.pt"), "--names-only"]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "se.pt")]

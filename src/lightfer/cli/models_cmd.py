@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 EPILOG = """examples:
   lightfer models                                   # every architecture, torch latency with 1 thread
@@ -13,6 +14,7 @@ EPILOG = """examples:
   lightfer models --markdown > table.md             # a Markdown table (as in docs/models.md)
   lightfer models --clock cpu --onnx                # CPU time of 1 thread: stable on a busy machine
   lightfer models shufflenet_v2_x0_5_fer2013 --onnx --batch 2   # one face with flip TTA (two crops per call)
+  lightfer models runs/my_run/last.pt shufflenet_v2_x0_5_fer2013 --onnx --clock cpu   # a trained checkpoint beside the default
   lightfer models shufflenet_v2_x1_0 --input-size 48 --json -"""
 
 
@@ -21,20 +23,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "models",
         help="list the expression models with params, FLOPs and CPU latency",
-        description="List every registered expression classifier at its default input (or --input-size): "
-        "parameters, FLOPs per face (torch.utils.flop_counter, 2 x multiply-adds) and CPU latency per face "
-        "(batch 1 unless --batch, median of --repeats after warm-up; torch threads set once from --threads).",
+        description="List every registered expression classifier at its default input (or --input-size), or the "
+        "model of a training checkpoint as it was trained: parameters, FLOPs per face (torch.utils.flop_counter, "
+        "2 x multiply-adds) and CPU latency per face (batch 1 unless --batch, median of --repeats after warm-up; "
+        "torch threads set once from --threads).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("names", nargs="*", help="models to show (default: all)")
+    p.add_argument("names", nargs="*",
+                   help="registered model names or `lightfer train` checkpoint files (default: every registered name)")
     p.add_argument("--filter", default=None, help="only names containing this text")
     p.add_argument("--names-only", action="store_true", help="print the names and exit")
     p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads (default 1)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per model; the median is shown (default 20)")
     p.add_argument("--batch", type=int, default=1,
                    help="faces per timed call (default 1; 2 = the cost of one face with flip TTA); FLOPs stay per face")
-    p.add_argument("--input-size", type=int, default=None, help="square input side instead of each default")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="square input side instead of each default (registered names; a checkpoint keeps its own)")
     p.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall",
         help="wall: elapsed time; cpu: CPU time of the timing thread (needs --threads 1; stable on a busy machine)",
@@ -51,17 +56,19 @@ def _fmt(v: float | None, digits: int = 2) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Profile and print the selected models; exit code 2 on an unknown name or a bad option."""
+    """Profile and print the selected models and checkpoints; exit code 2 on an unknown name or a bad option,
+    1 when a checkpoint file could not be read (the others are still shown)."""
     from lightfer.models import get_pretrained_cfg, list_models
 
     known = list_models()
-    unknown = [n for n in args.names if n not in known]
+    files = [n for n in args.names if n not in known and Path(n).is_file()]  # training checkpoints
+    unknown = [n for n in args.names if n not in known and n not in files]
     if unknown:
         from lightfer.models.shipped import retired_note
 
         notes = [n for n in map(retired_note, unknown) if n]
-        print(f"lightfer models: unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}"
-              + "".join(f"\n{n}" for n in notes), file=sys.stderr)
+        print(f"lightfer models: unknown model(s) {', '.join(unknown)} (neither a registered name nor a file); "
+              f"known: {', '.join(known)}" + "".join(f"\n{n}" for n in notes), file=sys.stderr)
         return 2
     if args.threads < 1 or args.repeats < 1 or args.batch < 1:
         print("lightfer models: --threads, --repeats and --batch must be >= 1", file=sys.stderr)
@@ -69,33 +76,44 @@ def run(args: argparse.Namespace) -> int:
     if args.clock == "cpu" and args.threads != 1:
         print("lightfer models: --clock cpu measures one thread; use --threads 1", file=sys.stderr)
         return 2
-    names = args.names or known
+    names = [n for n in args.names if n not in files] if args.names else known
     if args.filter:
         names = [n for n in names if args.filter in n]
-    if not names:
+    if not names and not files:
         print("lightfer models: no model matches", file=sys.stderr)
         return 2
     if args.names_only:
-        for n in names:
+        for n in [*names, *files]:
             print(n)
         return 0
 
     import torch
 
-    from lightfer.eval.profile import profile_model
+    from lightfer.eval.profile import ModelProfile, profile_checkpoint, profile_model
 
     if torch.get_num_threads() != args.threads:
         torch.set_num_threads(args.threads)  # once per process, before any timing
     rows = []
+    failed = 0
     if args.batch > 1 and not args.markdown and args.json != "-":
         print(f"latencies in ms per call of {args.batch} faces (FLOPs per face)")
-    for n in names:
-        prof = profile_model(
-            n, input_size=args.input_size, latency=not args.no_latency, onnx=args.onnx, repeats=args.repeats,
-            clock=args.clock, batch=args.batch,
-        )
+    timing = dict(latency=not args.no_latency, onnx=args.onnx, repeats=args.repeats, clock=args.clock,
+                  batch=args.batch)
+    for n in [*names, *files]:
+        prof: ModelProfile
+        if n in files:
+            try:
+                prof = profile_checkpoint(n, **timing)
+                description = _checkpoint_description(n)
+            except Exception as e:  # noqa: BLE001 - name the file, go on with the others
+                print(f"lightfer models: {n}: {e}", file=sys.stderr)
+                failed += 1
+                continue
+        else:
+            prof = profile_model(n, input_size=args.input_size, **timing)
+            description = get_pretrained_cfg(n).description
         row = prof.to_dict()
-        row["description"] = get_pretrained_cfg(n).description
+        row["description"] = description
         rows.append(row)
         if not args.markdown and args.json != "-":
             print(
@@ -124,4 +142,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             with open(args.json, "w") as fh:
                 fh.write(text + "\n")
-    return 0
+    return 1 if failed else 0
+
+
+def _checkpoint_description(path: str) -> str:
+    """``"checkpoint of NAME (option=value, ...), epoch E"`` from a training checkpoint's header."""
+    from lightfer.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    opts = ", ".join(f"{k}={v}" for k, v in (state.get("model_kwargs") or {}).items())
+    epoch = state.get("epoch")
+    return (f"checkpoint of {state.get('model_name', '?')}" + (f" ({opts})" if opts else "")
+            + (f", epoch {epoch}" if epoch is not None else ""))

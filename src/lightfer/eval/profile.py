@@ -115,25 +115,20 @@ def time_onnx_file(
     return statistics.median(times)
 
 
-def profile_model(
-    name: str, *, input_size: int | None = None, in_chans: int | None = None, latency: bool = True,
-    onnx: bool = False, repeats: int = 20, clock: str = "wall", model_kwargs: dict[str, Any] | None = None,
-    batch: int = 1,
+def profile_module(
+    model: nn.Module, name: str, *, latency: bool = True, onnx: bool = False, repeats: int = 20,
+    clock: str = "wall", batch: int = 1, int8_onnx: str | Path | None = None,
 ) -> ModelProfile:
-    """Build the registered model ``name`` and measure its cost at its default (or the given) input.
+    """Measure a built classifier (with ``pretrained_cfg``: input side and channels) under the label ``name``.
 
-    FLOPs are per face (a batch-1 input); latencies are per call on ``(batch, C, S, S)`` inputs.
+    FLOPs are per face (a batch-1 input); latencies are per call on ``(batch, C, S, S)`` inputs. ``int8_onnx`` is
+    an int8 ONNX file of the same architecture to time beside it (timing does not depend on the weights' values).
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    from lightfer.models import count_params, create_model
+    from lightfer.models import count_params
 
-    kw: dict[str, Any] = dict(model_kwargs or {})
-    if input_size is not None:
-        kw["input_size"] = input_size
-    if in_chans is not None:
-        kw["in_chans"] = in_chans
-    model = create_model(name, **kw).eval()
+    model = model.eval()
     cfg = model.pretrained_cfg
     torch.manual_seed(0)
     example = torch.randn(batch, cfg.in_chans, cfg.input_size, cfg.input_size)
@@ -145,9 +140,47 @@ def profile_model(
         prof.torch_ms = time_torch(model, example, repeats=repeats, clock=clock)
     if onnx:
         prof.onnx_ms = time_onnx(model, example, threads=torch.get_num_threads(), repeats=repeats, clock=clock)
-        int8 = Path(cfg.int8_onnx) if cfg.int8_onnx else None  # timing does not depend on the weights' values
-        if int8 is not None:
-            prof.onnx_int8_ms = time_onnx_file(int8, example, threads=torch.get_num_threads(), repeats=repeats,
+        if int8_onnx is not None:
+            prof.onnx_int8_ms = time_onnx_file(int8_onnx, example, threads=torch.get_num_threads(), repeats=repeats,
                                                clock=clock)
     log.info("profiled %s: %s", name, prof)
     return prof
+
+
+def profile_model(
+    name: str, *, input_size: int | None = None, in_chans: int | None = None, latency: bool = True,
+    onnx: bool = False, repeats: int = 20, clock: str = "wall", model_kwargs: dict[str, Any] | None = None,
+    batch: int = 1,
+) -> ModelProfile:
+    """Build the registered model ``name`` and measure its cost at its default (or the given) input.
+
+    FLOPs are per face (a batch-1 input); latencies are per call on ``(batch, C, S, S)`` inputs; a shipped int8
+    quantisation of the model is timed too under ``onnx``.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    from lightfer.models import create_model
+
+    kw: dict[str, Any] = dict(model_kwargs or {})
+    if input_size is not None:
+        kw["input_size"] = input_size
+    if in_chans is not None:
+        kw["in_chans"] = in_chans
+    model = create_model(name, **kw)
+    int8 = model.pretrained_cfg.int8_onnx
+    return profile_module(model, name, latency=latency, onnx=onnx, repeats=repeats, clock=clock, batch=batch,
+                          int8_onnx=Path(int8) if int8 else None)
+
+
+def profile_checkpoint(
+    path: str | Path, *, latency: bool = True, onnx: bool = False, repeats: int = 20, clock: str = "wall",
+    batch: int = 1,
+) -> ModelProfile:
+    """Measure the classifier of a ``lightfer train`` checkpoint as it was trained (architecture options such as
+    an SE head or a Neural Resizer, its input side), labelled by the file's path; no int8 timing.
+
+    Raises :class:`lightfer.train.checkpoint.CheckpointError` (naming the file) for a file that is not one."""
+    from lightfer.train.checkpoint import load_model_from_checkpoint
+
+    model = load_model_from_checkpoint(path)
+    return profile_module(model, str(path), latency=latency, onnx=onnx, repeats=repeats, clock=clock, batch=batch)
