@@ -136,17 +136,15 @@ def predict_probs(model: nn.Module, images: np.ndarray, batch_size: int = 256, t
 
 def model_cost(model: nn.Module, latency: bool = True, repeats: int = 30, onnx: bool = False) -> dict[str, Any]:
     """Parameters, FLOPs (2 x MACs, batch 1) and batch-1 latency in ms per face (eager; ONNX Runtime if asked)."""
-    from lightfer.eval.profile import count_flops, time_onnx, time_torch
-    from lightfer.models import count_params
+    from lightfer.eval.profile import profile_module
 
-    cfg = model.pretrained_cfg
-    example = torch.randn(1, cfg.in_chans, cfg.input_size, cfg.input_size, generator=torch.Generator().manual_seed(0))
-    cost: dict[str, Any] = {"params": count_params(model), "flops": count_flops(model, example),
-                            "input": [1, cfg.in_chans, cfg.input_size, cfg.input_size],
-                            "threads": torch.get_num_threads(), "backend": "torch eager"}
-    cost["latency_ms"] = time_torch(model, example, repeats=repeats) if latency else None
-    if latency and onnx:
-        cost["onnx_latency_ms"] = time_onnx(model, example, threads=torch.get_num_threads(), repeats=repeats)
+    prof = profile_module(model, getattr(model, "model_name", type(model).__name__), latency=latency,
+                          onnx=latency and onnx, repeats=repeats)
+    cost: dict[str, Any] = {"params": prof.params, "flops": prof.flops,
+                            "input": [1, prof.in_chans, prof.input_size, prof.input_size],
+                            "threads": prof.threads, "backend": "torch eager", "latency_ms": prof.torch_ms}
+    if prof.onnx_ms is not None:
+        cost["onnx_latency_ms"] = prof.onnx_ms
     return cost
 
 
