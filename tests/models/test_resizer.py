@@ -22,6 +22,23 @@ def test_zero_residuals_give_bilinear_resizing() -> None:
         assert (r(x) - want).abs().max() > 1e-3
 
 
+
+def test_scale_one_without_blocks_skips_the_identity_resample() -> None:
+    """The cheapest seed-002 setting (scale 1, no residual block): the same answer as resampling at the same size."""
+    torch.manual_seed(0)
+    r = NeuralResizer(1, 64, ResizerCfg(in_size=48, filters=4, scale=1.0, blocks=0)).eval()
+    assert len(r.blocks) == 0
+    x = torch.rand(2, 1, 48, 48)
+    with torch.no_grad():
+        r.out.weight.normal_()
+        r.sr[-1].weight.normal_()
+        same = F.interpolate(x, size=(48, 48), mode="bilinear", align_corners=False)
+        up = same + r.sr(same)
+        size = (64, 64)
+        feat = F.interpolate(r.head(up), size=size, mode="bilinear", align_corners=False)
+        want = F.interpolate(up, size=size, mode="bilinear", align_corners=False) + r.out(feat + r.tail(feat))
+        torch.testing.assert_close(r(x), want)
+
 def test_stn_identity_at_init_and_matches_affine_grid() -> None:
     stn = STN(1).eval()
     x = torch.rand(2, 1, 20, 28)

@@ -111,7 +111,8 @@ class NeuralResizer(nn.Module):
         x = self.stn(x)
         h, w = int(x.shape[-2]), int(x.shape[-1])
         up_size = (int(round(h * self.scale)), int(round(w * self.scale)))
-        up = F.interpolate(x, size=up_size, mode="bilinear", align_corners=False)
+        # scale 1: no resampling (bilinear at the same size is the identity; skipping it saves an ONNX Resize)
+        up = x if up_size == (h, w) else F.interpolate(x, size=up_size, mode="bilinear", align_corners=False)
         up = up + self.sr(up)  # stage 1: super-resolution
         size = (self.out_size, self.out_size)
         skip = F.interpolate(up, size=size, mode="bilinear", align_corners=False)
