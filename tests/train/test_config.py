@@ -128,3 +128,27 @@ def test_init_from_a_shipped_model_of_other_classes_matches_classifier_rows_by_n
     with pytest.raises(ValueError, match=r"is \(24, 24, 1, 1\), the model.s \(58"):
         init_weights(create_model("shufflenet_v2_x1_0", classes=FERPLUS_CLASSES), "shufflenet_v2_x0_5_fer2013",
                      FERPLUS_CLASSES)
+
+
+def test_init_a_resizer_model_from_a_plain_backbone(tmp_path: Path) -> None:
+    """A Neural-Resizer student (48 px in) may start from a shipped 64 px model or a plain run's weights: the backbone
+    takes them, so on an upsampled face the new model answers as the start model while the resizer is near bilinear."""
+    import torch.nn.functional as F
+
+    from lightfer.models import create_model
+    from lightfer.train.builders import init_weights
+
+    src = create_model("shufflenet_v2_x0_5_fer2013", pretrained=True).eval()
+    classes = tuple(src.pretrained_cfg.classes)
+    spec = {"in_size": 48, "filters": 4, "scale": 1.0, "blocks": 0}
+    x = torch.rand(2, 1, 48, 48)
+    want = src(F.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False))
+    for start in ("shufflenet_v2_x0_5_fer2013", str(tmp_path / "plain.pt")):
+        torch.save(src.state_dict(), tmp_path / "plain.pt")
+        model = create_model("shufflenet_v2_x0_5", classes=classes, input_size=64, resizer=spec)
+        before = {k: v.clone() for k, v in model.resizer.state_dict().items()}
+        init_weights(model, start, classes)
+        model.eval()
+        assert all(torch.equal(v, before[k]) for k, v in model.resizer.state_dict().items())
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), want, atol=0.05, rtol=0)  # the resizer's residual is ~1e-3

@@ -43,16 +43,27 @@ def init_weights(model: nn.Module, spec: str, classes: tuple[str, ...]) -> None:
     """Load start weights into ``model`` (built for ``classes``): a checkpoint (:func:`_state_dict_from`) or, when
     ``spec`` is not a file, the registered pretrained model of that name (e.g. ``dlib_resnet_face_fer2013``).
     A pretrained model of other classes (FER2013's 7 for an 8-class FER+ run) gives its classifier rows to the
-    classes of the same name; the rest (``contempt``) keep their fresh initialisation. Raises ``ValueError``
-    when a tensor does not fit and cannot be matched that way."""
+    classes of the same name; the rest (``contempt``) keep their fresh initialisation. A model wrapped with a Neural
+    Resizer (``model.kwargs.resizer``) takes a plain backbone's weights into its backbone, its resizer keeping the
+    near-bilinear start. Raises ``ValueError`` when a tensor does not fit and cannot be matched that way."""
     from lightfer.models import create_model, list_models
+    from lightfer.models.resizer import ResizedModel
     from lightfer.models.shipped import retired_note
 
     is_file = Path(spec.split("@")[0]).exists()
     if not is_file and (note := retired_note(spec)):
         raise ValueError(f"init_checkpoint: {note}")
     if is_file or spec not in list_models(pretrained=True):
-        model.load_state_dict(_state_dict_from(spec))
+        state = _state_dict_from(spec)
+        if isinstance(model, ResizedModel) and not any(k.startswith("resizer.") for k in state):
+            model.backbone.load_state_dict(state)
+            log.info("start weights: %s into the backbone; the resizer starts near bilinear", spec)
+        else:
+            model.load_state_dict(state)
+        return
+    if isinstance(model, ResizedModel):
+        init_weights(model.backbone, spec, classes)
+        log.info("the resizer starts near bilinear; its backbone from %s", spec)
         return
     src_model = create_model(spec, pretrained=True)
     src_classes = tuple(src_model.pretrained_cfg.classes)
