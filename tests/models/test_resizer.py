@@ -22,7 +22,6 @@ def test_zero_residuals_give_bilinear_resizing() -> None:
         assert (r(x) - want).abs().max() > 1e-3
 
 
-
 def test_scale_one_without_blocks_skips_the_identity_resample() -> None:
     """The cheapest seed-002 setting (scale 1, no residual block): the same answer as resampling at the same size."""
     torch.manual_seed(0)
@@ -38,6 +37,7 @@ def test_scale_one_without_blocks_skips_the_identity_resample() -> None:
         feat = F.interpolate(r.head(up), size=size, mode="bilinear", align_corners=False)
         want = F.interpolate(up, size=size, mode="bilinear", align_corners=False) + r.out(feat + r.tail(feat))
         torch.testing.assert_close(r(x), want)
+
 
 def test_stn_identity_at_init_and_matches_affine_grid() -> None:
     stn = STN(1).eval()
