@@ -50,8 +50,9 @@ def retired_note(name: str) -> str | None:
             f"src/lightfer/weights/{name}.*` restores its files")
 
 
-# architecture keywords that only start a training run (the shipped state dict holds every weight): dropped when shipping
-TRAINING_ONLY_KWARGS: tuple[str, ...] = ("pretrained_backbone",)
+# architecture keywords that only shape a training run (the shipped state dict holds every weight; ``rep`` branches are
+# folded into the plain network on loading): dropped when shipping
+TRAINING_ONLY_KWARGS: tuple[str, ...] = ("pretrained_backbone", "rep")
 
 
 def _sha256(path: Path) -> str:
@@ -211,7 +212,8 @@ def _ensemble_member(spec: str) -> tuple[nn.Module, dict[str, Any]]:
 
         state = load_checkpoint(path)
         model = load_model_from_checkpoint(path, use_ema=which != "live")
-        arch, kwargs = state["model_name"], dict(state.get("model_kwargs", {}))
+        arch = state["model_name"]
+        kwargs = {k: v for k, v in state.get("model_kwargs", {}).items() if k not in TRAINING_ONLY_KWARGS}
     else:
         if which:
             raise ValueError(f"ensemble member {spec!r}: @{which} applies to checkpoint files only")

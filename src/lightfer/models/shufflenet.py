@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lightfer.models.heads import ClassifierHead
+from lightfer.models.rep import conv_bn
 from lightfer.models.registry import PretrainedCfg, register_model
 
 STAGE_OUT: dict[float, tuple[int, ...]] = {
@@ -36,18 +37,19 @@ def channel_shuffle(x: torch.Tensor, groups: int = 2) -> torch.Tensor:
     return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
-def _branch(cin: int, cout: int, stride: int) -> nn.Sequential:
+def _branch(cin: int, cout: int, stride: int, rep: int = 0) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, stride, 1, groups=cout, bias=False), nn.BatchNorm2d(cout),
-        nn.Conv2d(cout, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        *conv_bn(cin, cout, 1, rep=rep), nn.ReLU(inplace=True),
+        *conv_bn(cout, cout, 3, stride, groups=cout, rep=rep),
+        *conv_bn(cout, cout, 1, rep=rep), nn.ReLU(inplace=True),
     )
 
 
 class InvertedResidual(nn.Module):
-    """ShuffleNetV2 unit: stride 1 splits channels; stride 2 downsamples both branches."""
+    """ShuffleNetV2 unit: stride 1 splits channels; stride 2 downsamples both branches. ``rep`` > 0 trains each
+    ``Conv2d → BatchNorm2d`` pair as a :class:`~lightfer.models.rep.RepConvBN` of ``rep`` branches."""
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, rep: int = 0) -> None:
         super().__init__()
         self.stride = stride
         half = cout // 2
@@ -55,13 +57,13 @@ class InvertedResidual(nn.Module):
             raise ValueError("a stride-1 ShuffleNetV2 unit keeps the channel count")
         if stride > 1:
             self.branch1: nn.Module = nn.Sequential(
-                nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
-                nn.Conv2d(cin, half, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+                *conv_bn(cin, cin, 3, stride, groups=cin, rep=rep),
+                *conv_bn(cin, half, 1, rep=rep), nn.ReLU(inplace=True),
             )
-            self.branch2 = _branch(cin, half, stride)
+            self.branch2 = _branch(cin, half, stride, rep)
         else:
             self.branch1 = nn.Identity()
-            self.branch2 = _branch(half, half, 1)
+            self.branch2 = _branch(half, half, 1, rep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, Cin, H, W)`` -> ``(B, Cout, H/stride, W/stride)``."""
@@ -74,11 +76,17 @@ class InvertedResidual(nn.Module):
 
 
 class ShuffleNetV2(nn.Module):
-    """ShuffleNetV2 classifier ``(B, C, S, S) -> (B, K)``; ``width`` in {0.5, 0.75, 1.0, 1.5, 2.0}."""
+    """ShuffleNetV2 classifier ``(B, C, S, S) -> (B, K)``; ``width`` in {0.5, 0.75, 1.0, 1.5, 2.0}.
+
+    ``rep`` > 0 trains every ``Conv2d → BatchNorm2d`` pair (stem, units, conv5) as a MobileOne-style
+    :class:`~lightfer.models.rep.RepConvBN` with ``rep`` parallel k×k branches plus the 1×1 scale and identity
+    branches; :func:`lightfer.models.rep.reparameterize` folds them back, leaving the plain network (same weights
+    keys, graph and speed). Loading a training checkpoint folds them (:func:`lightfer.train.load_model_from_checkpoint`)."""
 
     def __init__(
         self, width: float = 1.0, *, in_chans: int = 1, num_classes: int = 7, img_size: int = 112,
         stem: str = "auto", repeats: tuple[int, int, int] = (4, 8, 4), drop_rate: float = 0.0, head: str = "linear",
+        rep: int = 0,
     ) -> None:
         super().__init__()
         if width not in STAGE_OUT:
@@ -88,17 +96,15 @@ class ShuffleNetV2(nn.Module):
         if stem == "auto":
             stem = "imagenet" if img_size >= 160 else ("s2" if img_size >= 64 else "s1")
         outs = STAGE_OUT[width]
-        conv1 = nn.Sequential(
-            nn.Conv2d(in_chans, outs[0], 3, 1 if stem == "s1" else 2, 1, bias=False),
-            nn.BatchNorm2d(outs[0]), nn.ReLU(inplace=True),
-        )
+        conv1 = nn.Sequential(*conv_bn(in_chans, outs[0], 3, 1 if stem == "s1" else 2, rep=rep), nn.ReLU(inplace=True))
         self.stem = nn.Sequential(conv1, nn.MaxPool2d(3, 2, 1)) if stem == "imagenet" else conv1
         stages, cin = [], outs[0]
         for n, cout in zip(repeats, outs[1:4]):
-            stages.append(nn.Sequential(InvertedResidual(cin, cout, 2), *(InvertedResidual(cout, cout, 1) for _ in range(n - 1))))
+            stages.append(nn.Sequential(InvertedResidual(cin, cout, 2, rep),
+                                        *(InvertedResidual(cout, cout, 1, rep) for _ in range(n - 1))))
             cin = cout
         self.stages = nn.Sequential(*stages)
-        self.conv5 = nn.Sequential(nn.Conv2d(cin, outs[4], 1, bias=False), nn.BatchNorm2d(outs[4]), nn.ReLU(inplace=True))
+        self.conv5 = nn.Sequential(*conv_bn(cin, outs[4], 1, rep=rep), nn.ReLU(inplace=True))
         self.num_features = outs[4]
         self.head = ClassifierHead(outs[4], num_classes, kind=head, drop_rate=drop_rate)
 

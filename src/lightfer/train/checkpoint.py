@@ -2,6 +2,7 @@
 so that ``--resume`` continues bit-for-bit, and a loader that rebuilds the model by name."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
@@ -14,6 +15,8 @@ from torch import nn
 
 __all__ = ["save_checkpoint", "load_checkpoint", "capture_rng", "restore_rng", "load_model_from_checkpoint",
            "strip_training_state", "CheckpointError"]
+
+log = logging.getLogger(__name__)
 
 TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng")
 
@@ -90,8 +93,10 @@ def restore_rng(rng: dict[str, Any], loader_generator: torch.Generator | None = 
 def load_model_from_checkpoint(path: str | Path, use_ema: bool = True) -> nn.Module:
     """Rebuild the trained classifier (by registered name) with its weights and class names, in eval mode.
 
-    Uses the EMA weights when the run kept them and ``use_ema`` is set."""
+    Uses the EMA weights when the run kept them and ``use_ema`` is set. A network trained with MobileOne-style
+    branches (``model.kwargs.rep``) comes back folded into its plain layout (:func:`lightfer.models.rep.reparameterize`)."""
     from lightfer.models import create_model, get_pretrained_cfg
+    from lightfer.models.rep import reparameterize
 
     state = load_checkpoint(path)
     if "model_name" not in state or "model" not in state:
@@ -109,6 +114,9 @@ def load_model_from_checkpoint(path: str | Path, use_ema: bool = True) -> nn.Mod
     )
     weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
     model.load_state_dict(weights)
+    model.eval()
+    if folded := reparameterize(model):  # a run trained with ``rep``: back to the plain layout for inference
+        log.info("%s: folded %d over-parameterised conv blocks into the plain network", path, folded)
     if pcfg.get("mean") and pcfg.get("std"):
         import dataclasses
 

@@ -1,0 +1,99 @@
+"""MobileOne-style train-time branches (``lightfer.models.rep``): folding them gives the plain layer / network."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from lightfer.models import create_model
+from lightfer.models.rep import RepConvBN, conv_bn, reparameterize
+
+
+def _shake_statistics(model: nn.Module, make_input, steps: int = 3) -> None:
+    """A few SGD steps in train mode so that every BatchNorm has non-trivial weights and running statistics."""
+    torch.manual_seed(0)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(steps):
+        loss = model(make_input()).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+@pytest.mark.parametrize(("cin", "cout", "k", "stride", "groups", "branches", "has_identity"), [
+    (8, 8, 3, 1, 8, 1, True),    # depthwise, stride 1: 3x3 + 1x1 scale + identity
+    (8, 8, 3, 2, 8, 2, False),   # depthwise, stride 2: no identity; two 3x3 branches
+    (8, 8, 1, 1, 1, 1, True),    # pointwise: no scale branch, identity
+    (8, 16, 1, 1, 1, 1, False),  # pointwise widening: the conv alone
+    (1, 8, 3, 2, 1, 1, False),   # a stem
+])
+def test_folded_pair_equals_the_branches(cin: int, cout: int, k: int, stride: int, groups: int, branches: int,
+                                         has_identity: bool) -> None:
+    rep = RepConvBN(cin, cout, k, stride, groups, branches=branches)
+    assert (rep.identity is not None) == has_identity and (rep.scale is not None) == (k > 1)
+    _shake_statistics(rep, lambda: torch.randn(4, cin, 9, 9))
+    x = torch.randn(2, cin, 9, 9)
+    conv, bn = rep.fused()
+    assert conv.bias is None and conv.kernel_size == (k, k) and conv.stride == (stride, stride)
+    with torch.no_grad():
+        assert torch.allclose(bn(conv(x)), rep(x), atol=1e-5)
+
+
+def test_conv_bn_keeps_the_plain_slots() -> None:
+    plain = conv_bn(4, 4, 3, groups=4)
+    assert [type(m) for m in plain] == [nn.Conv2d, nn.BatchNorm2d]
+    branched = conv_bn(4, 4, 3, groups=4, rep=2)
+    assert isinstance(branched[0], RepConvBN) and isinstance(branched[1], nn.Identity)
+    assert len(branched[0].convs) == 2
+    with pytest.raises(ValueError, match="at least one"):
+        RepConvBN(4, 4, 3, branches=0)
+
+
+def test_reparameterized_shufflenet_is_the_plain_network() -> None:
+    """The folded x0.5 has the plain network's exact state-dict keys and shapes and answers as the branched one."""
+    model = create_model("shufflenet_v2_x0_5", input_size=64, rep=1)
+    plain = create_model("shufflenet_v2_x0_5", input_size=64)
+    n_rep = sum(isinstance(m, RepConvBN) for m in model.modules())
+    assert n_rep == sum(isinstance(m, nn.BatchNorm2d) for m in plain.modules())  # every Conv -> BN pair branched
+    _shake_statistics(model, lambda: torch.randn(8, 1, 64, 64))
+    x = torch.randn(3, 1, 64, 64)
+    with torch.no_grad():
+        want = model(x)
+    with pytest.raises(ValueError, match="eval mode"):
+        reparameterize(model.train())
+    model.eval()
+    assert reparameterize(model) == n_rep
+    assert not any(isinstance(m, RepConvBN) for m in model.modules())
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in plain.state_dict().items()}
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(x), want, atol=1e-4)
+    assert reparameterize(plain) == 0  # nothing left to fold
+
+
+def test_a_branched_run_loads_folded_for_inference(tmp_path: Path) -> None:
+    """A ``model.kwargs: {rep: 1}`` training run: its checkpoint loads as the plain network (eval, ONNX, shipping),
+    with the logits of the branched EMA weights; ``--resume`` keeps the branches (the engine builds from the config)."""
+    from lightfer.train import load_model_from_checkpoint, main
+    from lightfer.train.checkpoint import load_checkpoint
+    from lightfer.train.config import config_from_dict
+
+    cfg = config_from_dict({
+        "epochs": 1, "batch_size": 32, "output_dir": str(tmp_path / "run"), "progress": False, "seed": 0,
+        "optim": {"name": "sgd", "lr": 0.05}, "data": {"synthetic_size": 64}, "ema_decay": 0.9,
+        "model": {"name": "shufflenet_v2_x0_5", "input_size": 48, "kwargs": {"rep": 1}}})
+    main(cfg)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["model_kwargs"] == {"rep": 1} and any(".convs.0.0.weight" in k for k in state["ema"])
+    model = load_model_from_checkpoint(tmp_path / "run" / "last.pt")
+    assert not model.training and not any(isinstance(m, RepConvBN) for m in model.modules())
+    branched = create_model("shufflenet_v2_x0_5", input_size=48, rep=1, classes=model.pretrained_cfg.classes)
+    branched.load_state_dict(state["ema"])
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(model(x), branched.eval()(x), atol=1e-4)
