@@ -97,3 +97,36 @@ def test_a_branched_run_loads_folded_for_inference(tmp_path: Path) -> None:
     x = torch.randn(2, 1, 48, 48)
     with torch.no_grad():
         assert torch.allclose(model(x), branched.eval()(x), atol=1e-4)
+
+
+def test_a_branched_model_starts_from_a_shipped_plain_model() -> None:
+    """``model.init_checkpoint: shufflenet_v2_x0_5_fer2013`` with ``rep: 1``: the plain weights fill the first
+    branches, the other branches start silent, so the branched model answers as the shipped one (eval mode) and its
+    silent branches learn from the first step."""
+    from lightfer.train.builders import init_weights
+
+    shipped = create_model("shufflenet_v2_x0_5_fer2013", pretrained=True).eval()
+    classes = tuple(shipped.pretrained_cfg.classes)
+    size = shipped.pretrained_cfg.input_size
+    model = create_model("shufflenet_v2_x0_5", classes=classes, input_size=size, rep=1)
+    init_weights(model, "shufflenet_v2_x0_5_fer2013", classes)
+    x = torch.randn(2, 1, size, size)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), shipped(x), atol=1e-4)
+    unit = model.stages[1][1].branch2[0]
+    assert isinstance(unit, RepConvBN) and unit.identity is not None and float(unit.identity.weight.detach().abs().sum()) == 0
+    model.train()
+    model(torch.randn(4, 1, size, size)).logsumexp(1).mean().backward()
+    assert unit.identity.weight.grad is not None and float(unit.identity.weight.grad.abs().sum()) > 0
+
+
+def test_plain_weights_that_do_not_fit_are_named() -> None:
+    from lightfer.models.rep import load_plain_state
+
+    model = create_model("shufflenet_v2_x0_5", input_size=64, rep=1)
+    plain = create_model("shufflenet_v2_x0_5", input_size=64).state_dict()
+    missing = {k: v for k, v in plain.items() if k != "conv5.1.running_var"}
+    with pytest.raises(ValueError, match="conv5.1.running_var"):
+        load_plain_state(model, missing)
+    with pytest.raises(ValueError, match="no place for"):
+        load_plain_state(model, {**plain, "extra.weight": torch.zeros(1)})

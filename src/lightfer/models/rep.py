@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["RepConvBN", "conv_bn", "reparameterize"]
+__all__ = ["RepConvBN", "conv_bn", "reparameterize", "has_branches", "load_plain_state"]
 
 
 class RepConvBN(nn.Module):
@@ -138,3 +138,47 @@ def reparameterize(model: nn.Module) -> int:
                 mod[i], mod[i + 1] = conv.requires_grad_(grad), bn.requires_grad_(grad)
                 n += 1
     return n
+
+
+def has_branches(model: nn.Module) -> bool:
+    """Whether ``model`` holds any unfolded :class:`RepConvBN`."""
+    return any(isinstance(m, RepConvBN) for m in model.modules())
+
+
+@torch.no_grad()
+def load_plain_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Start a branched ``model`` from the weights of its plain layout (``state``: e.g. a shipped model's), in place.
+
+    Each :class:`RepConvBN` takes the plain convolution and BatchNorm into its first k×k branch; every other branch
+    (further k×k, scale, identity) keeps its fresh convolution but gets BatchNorm weight and bias 0, so it adds nothing
+    until training moves it: in eval mode the branched model answers exactly as the plain one. Raises ``ValueError``
+    naming the first key that is missing or left over."""
+    reps = {name: m for name, m in model.named_modules() if isinstance(m, RepConvBN)}
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+
+    def take(src: str, dst: str) -> None:
+        if src not in state:
+            raise ValueError(f"plain weights lack {src!r} (for {dst})")
+        out[dst] = state[src]
+        used.add(src)
+
+    for name, rep in reps.items():
+        parent, _, idx = name.rpartition(".")
+        bn = f"{parent}.{int(idx) + 1}" if parent else str(int(idx) + 1)
+        take(f"{name}.weight", f"{name}.convs.0.0.weight")
+        for suffix in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            take(f"{bn}.{suffix}", f"{name}.convs.0.1.{suffix}")
+        silent = [f"{name}.convs.{j}.1" for j in range(1, len(rep.convs))]
+        silent += [f"{name}.scale.1"] * (rep.scale is not None) + [f"{name}.identity"] * (rep.identity is not None)
+        for prefix in silent:
+            for suffix in ("weight", "bias"):
+                out[f"{prefix}.{suffix}"] = torch.zeros(rep.cout)
+    own = model.state_dict()
+    for key in own:
+        if key not in out and not any(key.startswith(f"{name}.") for name in reps):
+            take(key, key)
+    if extra := sorted(set(state) - used):
+        raise ValueError(f"plain weights hold {extra[0]!r}, which the branched model has no place for")
+    merged = {k: out.get(k, v) for k, v in own.items()}
+    model.load_state_dict(merged)

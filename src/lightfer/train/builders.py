@@ -45,14 +45,28 @@ def init_weights(model: nn.Module, spec: str, classes: tuple[str, ...]) -> None:
     A pretrained model of other classes (FER2013's 7 for an 8-class FER+ run) gives its classifier rows to the
     classes of the same name; the rest (``contempt``) keep their fresh initialisation. A model wrapped with a Neural
     Resizer (``model.kwargs.resizer``) takes a plain backbone's weights into its backbone, its resizer keeping the
-    near-bilinear start. Raises ``ValueError`` when a tensor does not fit and cannot be matched that way."""
+    near-bilinear start. A model with MobileOne-style branches (``model.kwargs.rep``) takes plain weights into its first
+branches, the others starting silent (:func:`~lightfer.models.rep.load_plain_state`). Raises ``ValueError`` when a
+tensor does not fit and cannot be matched that way."""
     from lightfer.models import create_model, list_models
+    from lightfer.models.rep import has_branches, load_plain_state, reparameterize
     from lightfer.models.resizer import ResizedModel
     from lightfer.models.shipped import retired_note
 
     is_file = Path(spec.split("@")[0]).exists()
     if not is_file and (note := retired_note(spec)):
         raise ValueError(f"init_checkpoint: {note}")
+    if has_branches(model):  # a ``rep`` model: plain start weights go into a folded twin, then into the first branches
+        state = _state_dict_from(spec) if is_file else {}
+        if any(".convs.0.0." in k for k in state):
+            model.load_state_dict(state)  # a branched run's own checkpoint
+            return
+        twin = copy.deepcopy(model).eval()
+        reparameterize(twin)
+        init_weights(twin, spec, classes)
+        load_plain_state(model, twin.state_dict())
+        log.info("start weights: %s into the first branches; the other branches start silent", spec)
+        return
     if is_file or spec not in list_models(pretrained=True):
         state = _state_dict_from(spec)
         if isinstance(model, ResizedModel) and not any(k.startswith("resizer.") for k in state):
