@@ -97,6 +97,19 @@ def test_a_branched_run_loads_folded_for_inference(tmp_path: Path) -> None:
     x = torch.randn(2, 1, 48, 48)
     with torch.no_grad():
         assert torch.allclose(model(x), branched.eval()(x), atol=1e-4)
+    # the exported graph is the plain network's, node for node (so its ONNX Runtime latency is the plain one's)
+    import collections
+
+    import onnx
+
+    from lightfer.export.onnx import export_onnx
+
+    plain = create_model("shufflenet_v2_x0_5", input_size=48, classes=model.pretrained_cfg.classes).eval()
+    plain.load_state_dict(model.state_dict())  # fresh weights repeat (BN ones), which the exporter would dedupe
+    ops = [collections.Counter(n.op_type for n in onnx.load(str(export_onnx(m, tmp_path / f"{i}.onnx", x))).graph.node)
+           for i, m in enumerate((model, plain))]
+    assert ops[0] == ops[1], (ops[0] - ops[1], ops[1] - ops[0])
+    assert ops[0]["Conv"] == 56, ops
 
 
 def test_a_branched_model_starts_from_a_shipped_plain_model() -> None:
