@@ -32,6 +32,9 @@ def test_profile_model_matches_direct_counts() -> None:
     s2 = dict(stem="s2")  # with one stem, FLOPs grow with the area: (80/48)^2 = 2.8
     big = profile_model("shufflenet_v2_x0_5", input_size=80, latency=False, model_kwargs=s2).flops
     assert big > 2.5 * profile_model("shufflenet_v2_x0_5", input_size=48, latency=False, model_kwargs=s2).flops
+    # train-time branches fold before measuring: the served network's cost
+    rep = profile_model("shufflenet_v2_x0_5", input_size=48, latency=False, model_kwargs={"rep": 1})
+    assert (rep.flops, rep.params) == (prof.flops, prof.params)
     # the cost of a student is far below the teacher's
     teacher = profile_model("swinv2_base", input_size=32, latency=False)
     student = profile_model("swinv2_student_64", input_size=32, latency=False)

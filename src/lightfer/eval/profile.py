@@ -155,16 +155,19 @@ def profile_model(
     """Build the registered model ``name`` and measure its cost at its default (or the given) input.
 
     FLOPs are per face (a batch-1 input); latencies are per call on ``(batch, C, S, S)`` inputs; a shipped int8
-    quantisation of the model is timed too under ``onnx``.
+    quantisation of the model is timed too under ``onnx``. Train-time branches (``model_kwargs={"rep": N}``) are
+    folded first, so the network measured is the one served.
     """
     from lightfer.models import create_model
+    from lightfer.models.rep import reparameterize
 
     kw: dict[str, Any] = dict(model_kwargs or {})
     if input_size is not None:
         kw["input_size"] = input_size
     if in_chans is not None:
         kw["in_chans"] = in_chans
-    model = create_model(name, **kw)
+    model = create_model(name, **kw).eval()
+    reparameterize(model)
     int8 = model.pretrained_cfg.int8_onnx
     return profile_module(model, name, latency=latency, onnx=onnx, repeats=repeats, clock=clock, batch=batch,
                           int8_onnx=Path(int8) if int8 else None)
