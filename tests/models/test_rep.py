@@ -97,6 +97,11 @@ def test_a_branched_run_loads_folded_for_inference(tmp_path: Path) -> None:
     x = torch.randn(2, 1, 48, 48)
     with torch.no_grad():
         assert torch.allclose(model(x), branched.eval()(x), atol=1e-4)
+    # as an ensemble member it is rebuilt without the branches (the kwargs written for shipping name the plain layout)
+    from lightfer.models.shipped import ensemble_of
+
+    _, members = ensemble_of([str(tmp_path / "run" / "last.pt"), str(tmp_path / "run" / "last.pt") + "@live"])
+    assert [m["kwargs"] for m in members] == [{}, {}]
     # the exported graph is the plain network's, node for node (so its ONNX Runtime latency is the plain one's)
     import collections
 
