@@ -45,9 +45,9 @@ def init_weights(model: nn.Module, spec: str, classes: tuple[str, ...]) -> None:
     A pretrained model of other classes (FER2013's 7 for an 8-class FER+ run) gives its classifier rows to the
     classes of the same name; the rest (``contempt``) keep their fresh initialisation. A model wrapped with a Neural
     Resizer (``model.kwargs.resizer``) takes a plain backbone's weights into its backbone, its resizer keeping the
-    near-bilinear start. A model with MobileOne-style branches (``model.kwargs.rep``) takes plain weights into its first
-branches, the others starting silent (:func:`~lightfer.models.rep.load_plain_state`). Raises ``ValueError`` when a
-tensor does not fit and cannot be matched that way."""
+    near-bilinear start. A model with MobileOne-style branches (``model.kwargs.rep``) takes plain weights into its
+    first branches, the others starting silent (:func:`~lightfer.models.rep.load_plain_state`); a branched run's own
+    checkpoint loads as it is. Raises ``ValueError`` when a tensor does not fit and cannot be matched that way."""
     from lightfer.models import create_model, list_models
     from lightfer.models.rep import has_branches, load_plain_state, reparameterize
     from lightfer.models.resizer import ResizedModel
