@@ -97,6 +97,12 @@ def test_a_branched_run_loads_folded_for_inference(tmp_path: Path) -> None:
     x = torch.randn(2, 1, 48, 48)
     with torch.no_grad():
         assert torch.allclose(model(x), branched.eval()(x), atol=1e-4)
+    # a branched run's checkpoint starts another branched run as it is (its EMA, branches and all)
+    from lightfer.train.builders import init_weights
+
+    again = create_model("shufflenet_v2_x0_5", input_size=48, rep=1, classes=model.pretrained_cfg.classes)
+    init_weights(again, str(tmp_path / "run" / "last.pt"), tuple(model.pretrained_cfg.classes))
+    assert all(torch.equal(v, state["ema"][k]) for k, v in again.state_dict().items())
     # as an ensemble member it is rebuilt without the branches (the kwargs written for shipping name the plain layout)
     from lightfer.models.shipped import ensemble_of
 
