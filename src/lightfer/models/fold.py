@@ -10,22 +10,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["fold_batchnorm"]
+__all__ = ["fold_batchnorm", "bn_affine"]
+
+
+def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as ``x * a + b`` -> ``(a, b)``, each ``(C,)``."""
+    assert bn.running_var is not None and bn.running_mean is not None
+    a = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        a = a * bn.weight
+    b = -bn.running_mean * a
+    if bn.bias is not None:
+        b = b + bn.bias
+    return a, b
 
 
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """One ``Conv2d`` with bias computing ``bn(conv(x))`` in eval mode."""
     out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                     conv.groups, bias=True, padding_mode=conv.padding_mode).to(conv.weight.device, conv.weight.dtype)
-    assert bn.running_var is not None and bn.running_mean is not None
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    scale, shift = bn_affine(bn)
     with torch.no_grad():
         out.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-        out.bias.copy_((bias - bn.running_mean) * scale + shift)
+        out.bias.copy_(shift if conv.bias is None else conv.bias * scale + shift)
     return out
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightfer.models.fold import bn_affine
+
 __all__ = ["RepConvBN", "conv_bn", "reparameterize", "has_branches", "load_plain_state"]
 
 
@@ -57,16 +59,6 @@ class RepConvBN(nn.Module):
             out = out + self.identity(x)
         return out
 
-    @staticmethod
-    def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eval-mode BatchNorm as ``x * a + b`` -> ``(a, b)``, each ``(C,)``."""
-        assert bn.running_var is not None and bn.running_mean is not None
-        a = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.weight is not None:
-            a = a * bn.weight
-        b = -bn.running_mean * a + (bn.bias if bn.bias is not None else 0.0)
-        return a, b
-
     @torch.no_grad()
     def folded_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The one convolution the branches add up to in eval mode -> weight ``(Cout, Cin / groups, k, k)``, bias
@@ -85,7 +77,7 @@ class RepConvBN(nn.Module):
             eye[idx, idx % per_group, pad, pad] = 1.0
             parts.append((eye, self.identity))
         for w, bn in parts:
-            a, b = self._bn_affine(bn)
+            a, b = bn_affine(bn)
             weight += w * a.reshape(-1, 1, 1, 1)
             bias += b
         assert weight.shape[-1] == k
