@@ -144,6 +144,28 @@ def test_a_branched_model_starts_from_a_shipped_plain_model() -> None:
     assert unit.identity.weight.grad is not None and float(unit.identity.weight.grad.abs().sum()) > 0
 
 
+def test_a_branched_model_starts_from_a_plain_checkpoint_file(tmp_path: Path, monkeypatch) -> None:
+    """``model.init_checkpoint: PATH`` of a plain network with ``rep: 1``: the file is read once, and the branched
+    model answers as the plain weights (eval mode)."""
+    from lightfer.train import builders
+
+    plain = create_model("shufflenet_v2_x0_5", input_size=48, classes=("a", "b", "c")).eval()
+    with torch.no_grad():  # weights a fresh model would not have, so a silent load would show
+        for p in plain.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = tmp_path / "plain.pt"
+    torch.save(plain.state_dict(), path)
+    reads = []
+    read = builders._state_dict_from
+    monkeypatch.setattr(builders, "_state_dict_from", lambda spec: reads.append(spec) or read(spec))
+    model = create_model("shufflenet_v2_x0_5", input_size=48, classes=("a", "b", "c"), rep=1)
+    builders.init_weights(model, str(path), ("a", "b", "c"))
+    assert reads == [str(path)]
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), plain(x), atol=1e-4)
+
+
 def test_plain_weights_that_do_not_fit_are_named() -> None:
     from lightfer.models.rep import load_plain_state
 

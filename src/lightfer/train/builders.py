@@ -63,17 +63,15 @@ def init_weights(model: nn.Module, spec: str, classes: tuple[str, ...]) -> None:
             return
         twin = copy.deepcopy(model).eval()
         reparameterize(twin)
-        init_weights(twin, spec, classes)
+        if is_file:
+            _load_file_state(twin, state, spec)  # the file read above, not read again
+        else:
+            init_weights(twin, spec, classes)
         load_plain_state(model, twin.state_dict())
         log.info("start weights: %s into the first branches; the other branches start silent", spec)
         return
     if is_file or spec not in list_models(pretrained=True):
-        state = _state_dict_from(spec)
-        if isinstance(model, ResizedModel) and not any(k.startswith("resizer.") for k in state):
-            model.backbone.load_state_dict(state)
-            log.info("start weights: %s into the backbone; the resizer starts near bilinear", spec)
-        else:
-            model.load_state_dict(state)
+        _load_file_state(model, _state_dict_from(spec), spec)
         return
     if isinstance(model, ResizedModel):
         init_weights(model.backbone, spec, classes)
@@ -100,6 +98,18 @@ def init_weights(model: nn.Module, spec: str, classes: tuple[str, ...]) -> None:
             else:
                 raise ValueError(f"init_checkpoint {spec!r}: {key} is {tuple(s.shape)}, the model's {tuple(t.shape)}")
     log.info("start weights: %s (%d of %d classes' classifier rows matched by name)", spec, len(shared), len(classes))
+
+
+def _load_file_state(model: nn.Module, state: dict[str, torch.Tensor], spec: str) -> None:
+    """Load a checkpoint's weights (read from ``spec``) into ``model``; a plain backbone's weights go into the
+    backbone of a model wrapped with a Neural Resizer, its resizer keeping the near-bilinear start."""
+    from lightfer.models.resizer import ResizedModel
+
+    if isinstance(model, ResizedModel) and not any(k.startswith("resizer.") for k in state):
+        model.backbone.load_state_dict(state)
+        log.info("start weights: %s into the backbone; the resizer starts near bilinear", spec)
+    else:
+        model.load_state_dict(state)
 
 
 def _state_dict_from(spec: str) -> dict[str, torch.Tensor]:
