@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lightfer.losses import ManifoldDistillation, relation_distance, to_tokens
+from lightfer.losses.manifold import pool_tokens
 
 
 def _naive(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -122,6 +123,32 @@ def test_layouts_and_token_grid_matching() -> None:
         to_tokens(torch.randn(2, 3), "auto")
     with pytest.raises(ValueError):
         md([x], [])
+
+
+def test_fixed_grids_pool_both_sides() -> None:
+    """``grids``: both maps are pooled to g x g tokens, so teachers can be compared on one grid size."""
+    torch.manual_seed(4)
+    s16, t16, t13 = torch.randn(2, 5, 16, 16), torch.randn(2, 7, 16, 16), torch.randn(2, 7, 13, 13)
+    plain = ManifoldDistillation(1.0, 1.0, 0.0)
+    fixed = ManifoldDistillation(1.0, 1.0, 0.0, grids=[13])
+    pooled = [F.adaptive_avg_pool2d(s16, 13)], [F.adaptive_avg_pool2d(t16, 13)]
+    assert fixed([s16], [t16]).item() == pytest.approx(plain(*pooled).item(), rel=1e-5)
+    assert fixed([s16], [t16]).item() != pytest.approx(plain([s16], [t16]).item(), rel=1e-3)
+    # a 13x13 teacher against a 16x16 student: the same as pooling the finer to the coarser
+    assert fixed([s16], [t13]).item() == pytest.approx(plain([s16], [t13]).item(), rel=1e-6)
+    two = ManifoldDistillation(1.0, 1.0, 0.0, grids=[8, 4])
+    expect = sum(plain([F.avg_pool2d(s16, k)], [F.avg_pool2d(t16, k)]) for k in (2, 4))
+    assert two([s16, s16], [t16, t16]).item() == pytest.approx(expect.item(), rel=1e-5)
+    tokens = to_tokens(s16)
+    assert pool_tokens(tokens, 16) is tokens and pool_tokens(tokens, 5).shape == (2, 25, 5)
+    with pytest.raises(ValueError, match="cannot pool a 13x13"):
+        ManifoldDistillation(grids=[16])([s16], [t13])
+    with pytest.raises(ValueError, match="1 grids for 2 layer pairs"):
+        fixed([s16, s16], [t16, t16])
+    with pytest.raises(ValueError, match="square"):
+        pool_tokens(torch.randn(2, 10, 3), 2)
+    with pytest.raises(ValueError, match="grids"):
+        ManifoldDistillation(grids=[0])
 
 
 def test_student_and_teacher_layouts_can_differ() -> None:

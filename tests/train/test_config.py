@@ -36,6 +36,8 @@ def test_overrides_parse_yaml_values_and_nest(tmp_path: Path) -> None:
     ({"loss": {"task": "manifold"}, "teacher": {"name": "t"}}, "md_layers"),
     ({"loss": {"md_layers": [["only_one"]]}}, "md_layers entries"),
     ({"loss": {"md_teacher_layout": "chw"}}, "md_teacher_layout"),
+    ({"loss": {"md_layers": [["a", "b"]], "md_grids": [4, 2]}}, "md_grids"),
+    ({"loss": {"md_layers": [["a", "b"]], "md_grids": [0]}}, "md_grids"),
     ({"amp": "fp8"}, "amp"),
     ({"teacher": {"amp": "int8"}}, "teacher.amp"),
     ({"augment": {"mixup": -1.0}}, "augment.mixup"),

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["relation_distance", "ManifoldDistillation", "to_tokens"]
+__all__ = ["relation_distance", "ManifoldDistillation", "to_tokens", "pool_tokens"]
 
 
 class _RelationDistance(torch.autograd.Function):
@@ -95,6 +95,20 @@ def to_tokens(x: torch.Tensor, layout: str = "auto") -> torch.Tensor:
     raise ValueError(f"feature of shape {tuple(x.shape)} does not match layout {layout!r}")
 
 
+def pool_tokens(x: torch.Tensor, out: int) -> torch.Tensor:
+    """Tokens of a square grid ``(B, h·h, D)`` → ``(B, out·out, D)`` by adaptive average pooling (``out <= h``)."""
+    n = x.shape[1]
+    h = math.isqrt(n)
+    if h * h != n:
+        raise ValueError(f"{n} tokens do not form a square grid")
+    if not 1 <= out <= h:
+        raise ValueError(f"cannot pool a {h}x{h} token grid to {out}x{out} (need 1 <= grid <= {h})")
+    if out == h:
+        return x
+    g = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, h)
+    return F.adaptive_avg_pool2d(g, out).flatten(2).transpose(1, 2)
+
+
 def _match_tokens(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pool the finer of two square token grids to the coarser one (adaptive average)."""
     ns, nt = s.shape[1], t.shape[1]
@@ -103,14 +117,9 @@ def _match_tokens(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch
     hs, ht = math.isqrt(ns), math.isqrt(nt)
     if hs * hs != ns or ht * ht != nt:
         raise ValueError(f"student has {ns} tokens and teacher {nt}: pair layers of equal spatial size")
-
-    def pool(x: torch.Tensor, h: int, out: int) -> torch.Tensor:
-        g = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, h)
-        return F.adaptive_avg_pool2d(g, out).flatten(2).transpose(1, 2)
-
     if ns > nt:
-        return pool(s, hs, ht), t
-    return s, pool(t, ht, hs)
+        return pool_tokens(s, ht), t
+    return s, pool_tokens(t, hs)
 
 
 class ManifoldDistillation(nn.Module):
@@ -134,6 +143,7 @@ class ManifoldDistillation(nn.Module):
         chunk: int = 256,
         layout: str = "auto",
         teacher_layout: str | None = None,
+        grids: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if min(lambda_intra, lambda_inter, lambda_rand) < 0:
@@ -143,14 +153,20 @@ class ManifoldDistillation(nn.Module):
         self.lambda_intra, self.lambda_inter, self.lambda_rand = float(lambda_intra), float(lambda_inter), float(lambda_rand)
         self.num_samples, self.chunk, self.layout = int(num_samples), int(chunk), layout
         self.teacher_layout = layout if teacher_layout is None else teacher_layout
+        self.grids = [int(g) for g in grids] if grids else []
+        if any(g < 1 for g in self.grids):
+            raise ValueError(f"grids must be >= 1, got {self.grids}")
 
     def layer_losses(
-        self, fs: torch.Tensor, ft: torch.Tensor, generator: torch.Generator | None = None
+        self, fs: torch.Tensor, ft: torch.Tensor, generator: torch.Generator | None = None, grid: int | None = None
     ) -> dict[str, torch.Tensor]:
-        """Unweighted ``intra``, ``inter``, ``rand`` losses of one layer pair ``(B, N, D_s)``/``(B, N, D_t)``."""
+        """Unweighted ``intra``, ``inter``, ``rand`` losses of one layer pair ``(B, N, D_s)``/``(B, N, D_t)``
+        (or 4-D maps in the layouts); ``grid``: pool both to ``grid x grid`` tokens first."""
         fs, ft = to_tokens(fs, self.layout), to_tokens(ft.detach(), self.teacher_layout)
         if fs.shape[0] != ft.shape[0]:
             raise ValueError(f"student batch {fs.shape[0]} != teacher batch {ft.shape[0]}")
+        if grid is not None:
+            fs, ft = pool_tokens(fs, grid), pool_tokens(ft, grid)
         fs, ft = _match_tokens(fs, ft)
         b, n = fs.shape[:2]
         out: dict[str, torch.Tensor] = {}
@@ -177,9 +193,12 @@ class ManifoldDistillation(nn.Module):
             raise ValueError(
                 f"need equally many student and teacher features (got {len(student_feats)} and {len(teacher_feats)})"
             )
+        if self.grids and len(self.grids) != len(student_feats):
+            raise ValueError(f"{len(self.grids)} grids for {len(student_feats)} layer pairs")
         weights = {"intra": self.lambda_intra, "inter": self.lambda_inter, "rand": self.lambda_rand}
         total = student_feats[0].new_zeros((), dtype=torch.float32)
-        for fs, ft in zip(student_feats, teacher_feats):
-            for key, val in self.layer_losses(fs, ft, generator).items():
+        grids = self.grids or [None] * len(student_feats)
+        for fs, ft, grid in zip(student_feats, teacher_feats, grids):
+            for key, val in self.layer_losses(fs, ft, generator, grid).items():
                 total = total + weights[key] * val
         return total

@@ -297,7 +297,7 @@ def build_task(cfg: TrainConfig, student: nn.Module, teacher: nn.Module | None,
     md = None
     if lc.task == "manifold":
         md = ManifoldDistillation(lc.md_lambda_intra, lc.md_lambda_inter, lc.md_lambda_rand, lc.md_samples,
-                                  lc.md_chunk, lc.md_layout, lc.md_teacher_layout)
+                                  lc.md_chunk, lc.md_layout, lc.md_teacher_layout, lc.md_grids)
     return DistillationTask(teacher, lc.kd_temperature, lc.kd_alpha, criterion, lc.smoothing, md, lc.md_beta,
                             lc.md_layers, student, teacher_amp=amp_dtype(cfg.teacher.amp))
 

@@ -98,6 +98,7 @@ class LossConfig:
     md_layers: list[list[str]] = field(default_factory=list)  # [[student_module, teacher_module], …]
     md_layout: str = "auto"  # token layout of hooked features: auto | nlc | nchw | nhwc
     md_teacher_layout: str | None = None  # the teacher's, when it differs (a CNN teacher of a Swin student); None: md_layout
+    md_grids: list[int] = field(default_factory=list)  # per pair: pool both to g x g tokens; []: finer to coarser
     fpdls: bool = False  # use (F-)PDLS instead of CE for the hard-label term
     fpdls_alpha: float = 0.9  # α of PDLS (weight of the one-hot target)
     fpdls_gamma: float = 2.0  # γ focal exponent (0: PDLS)
@@ -308,6 +309,10 @@ def validate(cfg: TrainConfig) -> None:
     for pair in cfg.loss.md_layers:
         if len(pair) != 2:
             raise ConfigError(f"loss.md_layers entries are [student_module, teacher_module], got {pair}")
+    grids = cfg.loss.md_grids
+    if grids and (len(grids) != len(cfg.loss.md_layers) or not all(isinstance(g, int) and g >= 1 for g in grids)):
+        raise ConfigError(f"loss.md_grids = {grids}: one positive integer per loss.md_layers pair "
+                          f"({len(cfg.loss.md_layers)}), or [] to pool the finer grid to the coarser")
     a = cfg.augment
     if min(a.mixup, a.cutmix) < 0 or not 0.0 <= a.mix_prob <= 1.0:
         raise ConfigError("augment.mixup / augment.cutmix must be >= 0 and augment.mix_prob in [0, 1]")
