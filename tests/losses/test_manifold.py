@@ -5,8 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightfer.losses import ManifoldDistillation, relation_distance, to_tokens
-from lightfer.losses.manifold import pool_tokens
+from lightfer.losses import ManifoldDistillation, pool_tokens, relation_distance, to_tokens
 
 
 def _naive(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

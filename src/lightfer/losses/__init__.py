@@ -10,10 +10,10 @@ from lightfer.losses.fpdls import (
     uniform_prior,
 )
 from lightfer.losses.kd import LogitKD, kd_kl
-from lightfer.losses.manifold import ManifoldDistillation, relation_distance, to_tokens
+from lightfer.losses.manifold import ManifoldDistillation, pool_tokens, relation_distance, to_tokens
 
 __all__ = [
     "LabelSmoothingCE", "SoftTargetCE", "cross_entropy", "LogitKD", "kd_kl", "ManifoldDistillation",
-    "relation_distance", "to_tokens", "FPDLSLoss", "uniform_prior", "prior_from_votes", "prior_from_confusion",
+    "relation_distance", "to_tokens", "pool_tokens", "FPDLSLoss", "uniform_prior", "prior_from_votes", "prior_from_confusion",
     "prior_from_model", "confusion_matrix",
 ]
