@@ -14,6 +14,7 @@ from lightfer.losses.manifold import ManifoldDistillation, pool_tokens, relation
 
 __all__ = [
     "LabelSmoothingCE", "SoftTargetCE", "cross_entropy", "LogitKD", "kd_kl", "ManifoldDistillation",
-    "relation_distance", "to_tokens", "pool_tokens", "FPDLSLoss", "uniform_prior", "prior_from_votes", "prior_from_confusion",
+    "relation_distance", "to_tokens", "pool_tokens", "FPDLSLoss", "uniform_prior", "prior_from_votes",
+    "prior_from_confusion",
     "prior_from_model", "confusion_matrix",
 ]
