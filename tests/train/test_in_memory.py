@@ -49,3 +49,24 @@ def test_split_with_a_per_item_transform_is_refused() -> None:
     ds.transform = lambda img: torch.zeros(1, 12, 10)
     with pytest.raises(ValueError, match="toy: data.in_memory needs a dataset without a per-item transform"):
         split_tensors(ds)
+
+
+def test_drop_last_skips_only_the_training_remainder() -> None:
+    ds = _fer(45, False, False)
+    cfg = config_from_dict({"batch_size": 8, "seed": 5, "data": {"drop_last": True}})
+    seen = []
+    for epoch in (0, 1):
+        batches = list(_loader(ds, cfg, train=True, epoch=epoch, rank=0, world=1))
+        assert [len(b[0]) for b in batches] == [8] * 5  # 45 = 5 x 8 + 5: the 5 are skipped
+        ids = torch.cat([b[0] for b in batches])
+        assert len(set(ids.tolist())) == 40
+        seen.append(set(ids.tolist()))
+        got = _loader(ds, cfg, train=True, epoch=epoch, rank=0, world=1, fields=split_tensors(ds))
+        assert len(got) == 5
+        _same(batches, list(got))
+    assert seen[0] != seen[1]  # a different remainder each epoch: no sample is left out for good
+    assert [len(b[0]) for b in _loader(ds, cfg, train=False, epoch=0, rank=0, world=1)] == [16, 16, 13]
+    small = _fer(5, False, False)  # under one batch: kept, or the epoch would have no step
+    assert [len(b[0]) for b in _loader(small, cfg, train=True, epoch=0, rank=0, world=1)] == [5]
+    plain = config_from_dict({"batch_size": 8, "seed": 5})
+    assert [len(b[0]) for b in _loader(ds, plain, train=True, epoch=0, rank=0, world=1)] == [8] * 5 + [5]

@@ -31,6 +31,10 @@ class DataConfig:
     num_workers: int = 0  # DataLoader workers (not used with in_memory)
     in_memory: bool = False  # hold each split as tensors on the training device and index batches from them: the
     #   loader's very batches without per-item work, workers or copies (GPU runs); needs items without random transforms
+    drop_last: bool = False  # training: skip each epoch's final partial batch (its samples change with the shuffle).
+    #   A tiny final batch (FER2013's 28,558 at 128: 14 images) gives batch-norm a noisy batch; session 51's 100-epoch
+    #   KD + MD run collapsed on one (gradient norm ~20x its neighbours'). Off by default: the recorded recipes keep
+    #   their steps; a split smaller than one batch is never dropped
     limit_train: int | None = None  # use only the first N training samples (smoke runs)
     limit_val: int | None = None  # use only the first N validation samples
     synthetic_size: int = 512  # synthetic: training samples (validation gets half)

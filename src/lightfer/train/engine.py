@@ -220,6 +220,7 @@ def _seed_all(seed: int) -> None:
 def _loader(ds: Dataset, cfg: TrainConfig, *, train: bool, epoch: int, rank: int, world: int,
             fields: list[torch.Tensor] | None = None) -> DataLoader | TensorBatches:
     """Epoch loader: the shuffle order depends only on (seed, epoch), so a resumed run draws the same batches.
+    Training with ``data.drop_last`` skips the final partial batch (unless the split is smaller than one batch).
     With ``fields`` (the split from :func:`split_tensors`) the same index batches are drawn and the items are
     indexed from those tensors (:class:`TensorBatches`)."""
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -234,8 +235,10 @@ def _loader(ds: Dataset, cfg: TrainConfig, *, train: bool, epoch: int, rank: int
         ids = torch.utils.data.Subset(ids, list(range(rank, len(ids), world)))  # exact shards, no padding
     workers = {} if fields is not None else {"num_workers": cfg.data.num_workers,
                                              "pin_memory": torch.cuda.is_available()}
+    per_rank = len(sampler) if sampler is not None else len(ids)  # type: ignore[arg-type]
+    drop = train and cfg.data.drop_last and per_rank >= bs  # a split under one batch keeps its one batch
     loader = DataLoader(ids, batch_size=bs, shuffle=train and sampler is None, sampler=sampler, generator=gen,
-                        drop_last=False, **workers)
+                        drop_last=drop, **workers)
     return TensorBatches(loader, fields) if fields is not None else loader
 
 
