@@ -754,3 +754,40 @@ def test_resumed_fpdls_run_reads_its_prior_instead_of_asking_the_teacher(tmp_pat
     a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
     assert all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_log_grad_norm_writes_each_epochs_spike_and_median(tmp_path: Path, tiny) -> None:
+    torch.manual_seed(0)
+    # 60 images at 16: three full batches and a final one of 12; clipping to 1e-3 does not change what is logged
+    main(_cfg(tmp_path, epochs=2, batch_size=16, log_grad_norm=True, data__synthetic_size=60,
+              optim={"name": "sgd", "lr": 0.05, "clip_grad": 1e-3}), model=tiny())
+    rows = _rows(tmp_path)
+    assert len(rows) == 2
+    for r in rows:
+        top, mid = float(r["train_grad_norm_max"]), float(r["train_grad_norm_median"])
+        assert top >= mid > 1e-3  # the norm before clipping
+        assert int(r["train_grad_norm_max_step"]) in range(4) and r["train_grad_norm_nonfinite"] == "0"
+    main(_cfg(tmp_path / "plain", epochs=1, data__synthetic_size=60), model=tiny())
+    assert "train_grad_norm_max" not in _rows(tmp_path / "plain")[0]  # off by default
+
+
+def test_norm_stats_skip_nonfinite_steps() -> None:
+    from lightfer.train.engine import _norm_stats
+
+    got = _norm_stats(torch.tensor([1.0, float("inf"), 3.0, 2.0, float("nan")]))
+    assert got == {"grad_norm_max": 3.0, "grad_norm_median": 2.0, "grad_norm_max_step": 2, "grad_norm_nonfinite": 2}
+    assert _norm_stats(torch.tensor([float("inf")]))["grad_norm_max_step"] == -1
+
+
+def test_csv_log_takes_new_columns_on_resume(tmp_path: Path) -> None:
+    from lightfer.train.engine import _CsvLog
+
+    path = tmp_path / "log.csv"
+    log = _CsvLog(path, None)
+    log.write({"epoch": 1, "loss": 0.5})
+    log.write({"epoch": 2, "loss": 0.4})
+    log = _CsvLog(path, 1)  # resumed after epoch 1 with an option that adds a column
+    log.write({"epoch": 2, "loss": 0.3, "grad": 7.0})
+    log.write({"epoch": 3, "loss": 0.2})  # and one without it again
+    assert _rows(tmp_path) == [{"epoch": "1", "loss": "0.5", "grad": ""}, {"epoch": "2", "loss": "0.3", "grad": "7.0"},
+                               {"epoch": "3", "loss": "0.2", "grad": ""}]

@@ -154,6 +154,8 @@ class TrainConfig:
     ema_decay: float | None = None  # EMA of weights (e.g. 0.999); validation then uses the EMA
     val_tta_flip: bool = False  # validate (and pick best.pt) with flip TTA, as the shipped models serve
     progress: bool = True  # tqdm progress bar
+    log_grad_norm: bool = False  # log.csv gets each epoch's largest and median gradient norm (before any clipping)
+    #   and the step of the largest: a spike, e.g. on a small final batch (data.drop_last), shows there
     tensorboard: bool = False  # also log to TensorBoard if it is installed
     save_every: int = 1  # write last.pt every N epochs
     deterministic: bool = False  # torch.use_deterministic_algorithms

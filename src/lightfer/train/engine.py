@@ -81,6 +81,8 @@ def train_one_epoch(
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False, dynamic_ncols=True)
     n_steps = len(loader)
     skipped, t_steady = max(1, n_steps // 10), None
+    measure = bool(cfg.optim.clip_grad) or cfg.log_grad_norm
+    norms: list[torch.Tensor] | None = [] if cfg.log_grad_norm else None  # each step's gradient norm, on the device
     for step, batch in enumerate(bar):
         if step == skipped:
             if device.type == "cuda":
@@ -113,22 +115,22 @@ def train_one_epoch(
                                      "lower optim.lr?")
         if scaler is not None:
             scaler.scale(loss).backward()
-            if cfg.optim.clip_grad:
+            if measure:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+                _clip_and_measure(model, cfg, norms)
             scaler.step(optimizer)
             scaler.update()
         elif isinstance(optimizer, SAM):
             loss.backward()
             optimizer.first_step(zero_grad=True)
             forward()[0].backward()
-            if cfg.optim.clip_grad:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+            if measure:
+                _clip_and_measure(model, cfg, norms)
             optimizer.second_step()
         else:
             loss.backward()
-            if cfg.optim.clip_grad:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+            if measure:
+                _clip_and_measure(model, cfg, norms)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if sched_when == "iter":
@@ -155,7 +157,30 @@ def train_one_epoch(
     n = max(stats[-1].item(), 1.0)
     out = {k: stats[i].item() / n for i, k in enumerate(sums)}
     out["acc"] = stats[-2].item() / n
+    if norms:
+        out.update(_norm_stats(torch.stack(norms).float().cpu()))
     return out
+
+
+def _clip_and_measure(model: nn.Module, cfg: TrainConfig, norms: list[torch.Tensor] | None) -> None:
+    """Clip the gradients to ``optim.clip_grad`` (if set) and keep their total norm before clipping in ``norms``."""
+    total = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad or math.inf)
+    if norms is not None:
+        norms.append(total.detach())
+
+
+def _norm_stats(norms: torch.Tensor) -> dict[str, float]:
+    """One epoch's per-step gradient norms ``(S,)`` -> ``grad_norm_max``, ``grad_norm_median`` and
+    ``grad_norm_max_step`` (0-based step of the largest), over the finite ones (an fp16 step the scaler skipped has
+    none); ``grad_norm_nonfinite`` counts the others."""
+    finite = torch.isfinite(norms)
+    kept = norms[finite]
+    if kept.numel() == 0:
+        return {"grad_norm_max": math.nan, "grad_norm_median": math.nan, "grad_norm_max_step": -1,
+                "grad_norm_nonfinite": int(norms.numel())}
+    big = int(torch.where(finite, norms, torch.full_like(norms, -1.0)).argmax())
+    return {"grad_norm_max": float(kept.max()), "grad_norm_median": float(kept.median()), "grad_norm_max_step": big,
+            "grad_norm_nonfinite": int((~finite).sum())}
 
 
 @torch.no_grad()
@@ -262,9 +287,24 @@ class _CsvLog:
             path.unlink()
 
     def write(self, row: dict[str, Any]) -> None:
-        new = not self.path.is_file()
+        """Append ``row`` under the file's header. A row with columns the file lacks (a run resumed with another
+        logging option) rewrites the file once with the union of the columns; missing cells stay empty."""
+        header = list(row)
+        if self.path.is_file():
+            with self.path.open() as f:
+                header = next(csv.reader(f), []) or header
+            extra = [k for k in row if k not in header]
+            if extra:
+                with self.path.open() as f:
+                    rows = list(csv.DictReader(f))
+                with self.path.open("w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=header + extra, restval="")
+                    w.writeheader()
+                    w.writerows([*rows, row])
+                return
+        new = not self.path.is_file() or self.path.stat().st_size == 0
         with self.path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
+            w = csv.DictWriter(f, fieldnames=header, restval="")
             if new:
                 w.writeheader()
             w.writerow(row)
