@@ -169,7 +169,7 @@ def _clip_and_measure(model: nn.Module, cfg: TrainConfig, norms: list[torch.Tens
         norms.append(total.detach())
 
 
-def _norm_stats(norms: torch.Tensor) -> dict[str, float]:
+def _norm_stats(norms: torch.Tensor) -> dict[str, float | int]:
     """One epoch's per-step gradient norms ``(S,)`` -> ``grad_norm_max``, ``grad_norm_median`` and
     ``grad_norm_max_step`` (0-based step of the largest), over the finite ones (an fp16 step the scaler skipped has
     none); ``grad_norm_nonfinite`` counts the others."""
