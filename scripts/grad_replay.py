@@ -8,8 +8,9 @@ term's own gradient norm (CE, KD, MD, ...). ``--ema-as-model`` starts from the c
 raw weights (the optimizer's momentum is still the checkpoint's): the way to look at a step taken from healthy
 weights when the raw ones are already broken. Nothing is written to the run's own folder.
 
-How it measures: the engine clips gradients with ``torch.nn.utils.clip_grad_norm_`` when ``optim.clip_grad`` is set;
-this script sets it to 1e12 (no clipping) and wraps that function to read the norm it returns.
+How it measures: with ``log_grad_norm`` the engine takes each step's norm from ``torch.nn.utils.clip_grad_norm_``
+(at an infinite limit when ``optim.clip_grad`` is unset); this script turns that on, unsets the clip so every norm is
+the unclipped one, and wraps the function to read the norm it returns.
 
     python scripts/grad_replay.py --config configs/fer2013_shufflenet_kdmd_long_cpu.yaml \\
         --checkpoint runs/fer2013_shufflenet_kdmd_long_collapsed_cpu/best.pt --ema-as-model --steps 224 \\
@@ -44,20 +45,20 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     from lightfer.train import engine, tasks
+    from lightfer.train.checkpoint import load_checkpoint, save_checkpoint
     from lightfer.train.config import load_config
 
     cfg = load_config(a.config, a.set)
     scratch = Path(tempfile.mkdtemp(prefix="grad_replay_"))
     cfg.output_dir, cfg.progress = str(scratch / "out"), False
-    cfg.optim.clip_grad = 1e12
+    cfg.optim.clip_grad, cfg.log_grad_norm = None, True
     ck_path = a.checkpoint
     if a.ema_as_model:
-        ck = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(a.checkpoint)
         if ck.get("ema") is None:
             raise SystemExit(f"{a.checkpoint}: no EMA weights in this checkpoint")
         ck["model"] = ck["ema"]
-        ck_path = str(scratch / "ema_as_model.pt")
-        torch.save(ck, ck_path)
+        ck_path = str(save_checkpoint(ck, scratch / "ema_as_model.pt"))
     term_steps = {int(s) for s in a.terms.split(",") if s.strip()}
     norms: list[tuple[float, int, int]] = []
     batch = {"size": 0, "step": 0}
