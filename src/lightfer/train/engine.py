@@ -34,7 +34,7 @@ from lightfer.train.checkpoint import capture_rng, load_checkpoint, restore_rng,
 from lightfer.train.config import TrainConfig, config_to_dict, save_config
 from lightfer.train.data import (IndexRange, Indexed, TensorBatches, augment_batch, build_datasets,
                                  dataset_classes, mix_batch, split_batch, split_tensors)
-from lightfer.train.tasks import SupervisedTask, amp_dtype, autocast_to
+from lightfer.train.tasks import SupervisedTask, amp_dtype, autocast_to, cpu_bf16_native
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,18 @@ def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
     return torch.device(cfg.device)
 
 
+def _warn_emulated_bf16(cfg: TrainConfig, device: torch.device, teacher_runs: bool) -> None:
+    """Log a warning when ``amp`` (or ``teacher.amp`` for a teacher that runs) asks for bf16 on a CPU that only
+    emulates it (:func:`~lightfer.train.tasks.cpu_bf16_native`): the run still works, several times slower."""
+    if device.type != "cpu":
+        return
+    asked = [k for k, v in (("amp", cfg.amp), ("teacher.amp", cfg.teacher.amp if teacher_runs else "none"))
+             if v == "bf16"]
+    if asked and not cpu_bf16_native():
+        log.warning("%s: bf16 on this CPU (no AVX512-BF16 / AMX) is emulated and several times slower than float32; "
+                    "set %s", " and ".join(asked), " ".join(f"{k}=none" for k in asked))
+
+
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -376,6 +388,7 @@ def main(cfg: TrainConfig, *, resume: bool | str = False, model: nn.Module | Non
         teacher = build_teacher(cfg, classes)
     elif logits_ready and teacher is None:
         log.info("teacher logits from %s: the teacher is not built", cfg.teacher.logits_file)
+    _warn_emulated_bf16(cfg, device, teacher is not None)
     if teacher is not None:
         teacher.to(device).eval().requires_grad_(False)
         if cfg.channels_last:

@@ -22,6 +22,16 @@ def amp_dtype(amp: str) -> torch.dtype | None:
     return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX, as oneDNN reports). Without it, bf16
+    autocast is emulated and several times slower than float32 (measured: a dlib-ResNet teacher pair 7 s per batch
+    of 128 against 1.3 s on an AVX2-only AMD EPYC). ``True`` when torch cannot tell, so nothing warns wrongly."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def autocast_to(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Autocast to ``dtype`` on ``device_type``; with ``None`` a no-op (an enclosing autocast still applies)."""
     return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device_type, dtype=dtype)
