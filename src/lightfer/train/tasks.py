@@ -25,7 +25,8 @@ def amp_dtype(amp: str) -> torch.dtype | None:
 def cpu_bf16_native() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX, as oneDNN reports). Without it, bf16
     autocast is emulated and several times slower than float32 (measured on an AVX2-only AMD EPYC: a training step
-    of 128 faces with a dlib-ResNet teacher pair online, 7 s with the pair in bf16 and 1.3 s in float32). ``True`` when torch cannot tell, so nothing warns wrongly."""
+    of 128 faces with a dlib-ResNet teacher pair online, 7 s with the pair in bf16 and 1.3 s in float32). ``True``
+    when torch cannot tell, so nothing warns wrongly."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
