@@ -10,6 +10,11 @@ checkpoint (``runs/x/best.pt``).
     python scripts/teacher_logits.py --data cache:crops/fer64a0 --split train \
         --teacher fer_mini_xception --teacher runs/fer2013_minixception_ft/best.pt --flip \
         --out runs/teachers/mx2_flip_train_logits.pt --report val,test
+
+``--logits-member FILE:WEIGHT`` adds a logits file this script wrote before (e.g. the dlib pair's) to the mean of the
+written split with that weight (a pair file: 2, as if its members were listed again), so a mix does not recompute
+its slow members. Such a member has no probabilities on the ``--report`` splits: it is left out there, and the
+printed "ensemble" line of a report split is the mix without it.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="dataset spec, e.g. cache:crops/fer64a0")
     ap.add_argument("--split", default="train", help="split whose logits are written")
     ap.add_argument("--teacher", action="append", required=True, help="model name or checkpoint (repeat)")
+    ap.add_argument("--logits-member", action="append", default=[], metavar="FILE:WEIGHT",
+                    help="a logits file of --split joined to the mean with this weight (repeat)")
     ap.add_argument("--flip", action="store_true", help="average each member over the horizontal flip")
     ap.add_argument("--out", required=True, help="logits file for teacher.logits_file")
     ap.add_argument("--report", default="", help="extra splits to print accuracy on, e.g. val,test")
@@ -43,6 +50,7 @@ def main() -> None:
     classes = tuple(members[0].pretrained_cfg.classes)
     if any(tuple(m.pretrained_cfg.classes) != classes for m in members):
         raise SystemExit("teachers disagree on class order; retrain or remap one of them")
+    extra = [_logits_member(spec, classes) for spec in a.logits_member]
     for split in [a.split] + [s for s in a.report.split(",") if s]:
         ds = build_dataset(a.data, split)
         if len(ds.classes) != len(classes):
@@ -54,11 +62,42 @@ def main() -> None:
             m = metrics_from_confusion(confusion_matrix(ds.labels, p.argmax(1), len(classes)))
             print(f"{split:5s} {name:55s} acc {m['accuracy']:.4f} uar {m['uar']:.4f}")
         if split == a.split:
+            if extra:
+                for path, w, lg in extra:
+                    if lg.shape != ens.shape:
+                        raise SystemExit(f"{path}: logits {tuple(lg.shape)}, {split} needs {ens.shape}")
+                    print(f"{split:5s} {path:55s} acc {(lg.argmax(1) == ds.labels).mean():.4f} (weight {w:g})")
+                total = len(each) + sum(w for _, w, _ in extra)
+                ens = (ens * len(each) + sum(w * _softmax(lg) for _, w, lg in extra)) / total
+                m = metrics_from_confusion(confusion_matrix(ds.labels, ens.argmax(1), len(classes)))
+                print(f"{split:5s} {'ensemble with the logits members':55s} acc {m['accuracy']:.4f} uar {m['uar']:.4f}")
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
             logits = torch.from_numpy(np.log(np.clip(ens, 1e-8, None))).float()  # log of the mean probability
-            save_checkpoint({"logits": logits, "num_samples": len(ds), "teacher": "+".join(a.teacher),
+            save_checkpoint({"logits": logits, "num_samples": len(ds),
+                             "teacher": "+".join(a.teacher + [f"{p_}:{w:g}" for p_, w, _ in extra]),
                              "flip": a.flip, "classes": list(classes)}, a.out)
             print(f"wrote {a.out}: {tuple(logits.shape)}")
+
+
+def _logits_member(spec: str, classes: tuple[str, ...]) -> tuple[str, float, np.ndarray]:
+    """``FILE:WEIGHT`` (weight 1 if left out) -> (file, weight, logits (N, K) float64) in the teachers' class order."""
+    path, _, weight = spec.rpartition(":") if ":" in spec else (spec, "", "1")
+    if not Path(path).is_file():
+        raise SystemExit(f"--logits-member {spec}: no such file {path}")
+    try:
+        w = float(weight)
+    except ValueError:
+        raise SystemExit(f"--logits-member {spec}: weight {weight!r} is not a number") from None
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if tuple(blob.get("classes", classes)) != classes:
+        raise SystemExit(f"--logits-member {path}: classes {blob['classes']}, the teachers have {list(classes)}")
+    return path, w, blob["logits"].double().numpy()
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """(N, K) logits -> (N, K) probabilities."""
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
 
 
 if __name__ == "__main__":
