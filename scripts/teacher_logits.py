@@ -59,18 +59,16 @@ def main() -> None:
         each = [predict_probs(m, ds.images, tta_flip=a.flip) for m in members]
         ens = np.mean(each, axis=0)
         for name, p in list(zip(a.teacher, each)) + [("ensemble", ens)]:
-            m = metrics_from_confusion(confusion_matrix(ds.labels, p.argmax(1), len(classes)))
-            print(f"{split:5s} {name:55s} acc {m['accuracy']:.4f} uar {m['uar']:.4f}")
+            _report(split, name, ds.labels, p)
         if split == a.split:
             if extra:
-                for path, w, lg in extra:
-                    if lg.shape != ens.shape:
-                        raise SystemExit(f"{path}: logits {tuple(lg.shape)}, {split} needs {ens.shape}")
-                    print(f"{split:5s} {path:55s} acc {(lg.argmax(1) == ds.labels).mean():.4f} (weight {w:g})")
+                for path, w, p in extra:
+                    if p.shape != ens.shape:
+                        raise SystemExit(f"{path}: logits {tuple(p.shape)}, {split} needs {ens.shape}")
+                    _report(split, path, ds.labels, p, f" (weight {w:g})")
                 total = len(each) + sum(w for _, w, _ in extra)
-                ens = (ens * len(each) + sum(w * _softmax(lg) for _, w, lg in extra)) / total
-                m = metrics_from_confusion(confusion_matrix(ds.labels, ens.argmax(1), len(classes)))
-                print(f"{split:5s} {'ensemble with the logits members':55s} acc {m['accuracy']:.4f} uar {m['uar']:.4f}")
+                ens = (ens * len(each) + sum(w * p for _, w, p in extra)) / total
+                _report(split, "ensemble with the logits members", ds.labels, ens)
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
             logits = torch.from_numpy(np.log(np.clip(ens, 1e-8, None))).float()  # log of the mean probability
             save_checkpoint({"logits": logits, "num_samples": len(ds),
@@ -79,8 +77,15 @@ def main() -> None:
             print(f"wrote {a.out}: {tuple(logits.shape)}")
 
 
+def _report(split: str, name: str, labels: np.ndarray, probs: np.ndarray, suffix: str = "") -> None:
+    """Print accuracy and UAR of (N, K) probabilities against (N,) labels."""
+    m = metrics_from_confusion(confusion_matrix(labels, probs.argmax(1), probs.shape[1]))
+    print(f"{split:5s} {name:55s} acc {m['accuracy']:.4f} uar {m['uar']:.4f}{suffix}")
+
+
 def _logits_member(spec: str, classes: tuple[str, ...]) -> tuple[str, float, np.ndarray]:
-    """``FILE:WEIGHT`` (weight 1 if left out) -> (file, weight, logits (N, K) float64) in the teachers' class order."""
+    """``FILE:WEIGHT`` (weight 1 if left out) -> (file, weight, probabilities (N, K) float64) in the teachers'
+    class order."""
     path, _, weight = spec.rpartition(":") if ":" in spec else (spec, "", "1")
     if not Path(path).is_file():
         raise SystemExit(f"--logits-member {spec}: no such file {path}")
@@ -91,13 +96,7 @@ def _logits_member(spec: str, classes: tuple[str, ...]) -> tuple[str, float, np.
     blob = torch.load(path, map_location="cpu", weights_only=False)
     if tuple(blob.get("classes", classes)) != classes:
         raise SystemExit(f"--logits-member {path}: classes {blob['classes']}, the teachers have {list(classes)}")
-    return path, w, blob["logits"].double().numpy()
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """(N, K) logits -> (N, K) probabilities."""
-    z = np.exp(logits - logits.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
+    return path, w, torch.softmax(blob["logits"].double(), 1).numpy()
 
 
 if __name__ == "__main__":
